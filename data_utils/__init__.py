@@ -1,0 +1,1 @@
+"""Reading raw task files, tokenizing, collating, sampling, metrics and submissions."""

@@ -1,0 +1,93 @@
+"""The interface every regularizer implements, and the per-step context it receives.
+
+A regularizer sees the model, the batch, the task definition and the clean outputs, and
+returns a loss (added to the task loss before the step's single backward) plus scalars to log.
+Methods that must restructure the step get it through generic hooks, not by the trainer
+knowing them by name:
+- `replays` > 1: the trainer replays each batch that many times with an optimizer step each
+  (FreeAT), dividing the epoch count by it so the budget matches;
+- `on_optimizer_step(model)`: after each optimizer step (the EMA teacher's update);
+- `state_dict()` / `load_state_dict()`: state carried across steps, saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mtadv.adversarial.perturb import RngState, token_mask
+from mtadv.config import AdvConfig
+from mtadv.losses import DIVERGENCES, TASK_LOSSES, LossFn
+from mtadv.registry import Registry
+from mtadv.taskdef import TaskDef
+
+
+@dataclass
+class StepContext:
+    """Everything about the current micro-step that a regularizer may reuse."""
+
+    model: nn.Module  # the unwrapped MultiTaskModel, for extra forwards
+    task: TaskDef
+    batch: dict[str, Tensor]
+    embeds: Tensor  # (B, T, H) clean word embeddings, attached to the embedding matrix
+    logits: Tensor  # clean output: (B, C) logits or (B,) scores, attached to the graph
+    task_loss: Tensor
+    rng: RngState  # RNG state before the clean forward, to replay its dropout masks
+    step: int = 0  # optimizer steps taken so far
+    epoch: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> Tensor:
+        """(B, T, 1) real-token mask in the embeddings' dtype."""
+        return token_mask(self.batch, self.embeds)
+
+    @property
+    def divergence(self) -> LossFn:
+        return DIVERGENCES.get(self.task.adv_loss)
+
+    @property
+    def loss_fn(self) -> LossFn:
+        return TASK_LOSSES.get(self.task.loss)
+
+    def forward(self, inputs_embeds: Tensor, replay_dropout: bool = True) -> Tensor:
+        """The model's output at the given (perturbed) word embeddings."""
+        if replay_dropout:
+            with self.rng.replay():
+                return self.model(self.batch, task=self.task.name, inputs_embeds=inputs_embeds)
+        return self.model(self.batch, task=self.task.name, inputs_embeds=inputs_embeds)
+
+
+class Regularizer:
+    """Base class: a term added to the loss, with optional step-structure hooks."""
+
+    name: ClassVar[str] = ""
+    replays: int = 1
+
+    def __init__(self, cfg: AdvConfig) -> None:
+        self.cfg = cfg
+
+    def active(self, step: int, epoch: int) -> bool:
+        return step >= self.cfg.adv_warmup_steps and epoch >= self.cfg.adv_start_epoch
+
+    def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def on_optimizer_step(self, model: nn.Module) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+ADV_METHODS: Registry[type[Regularizer]] = Registry("adversarial method")
+
+
+def zero_loss(ctx: StepContext) -> Tensor:
+    return torch.zeros((), device=ctx.logits.device)

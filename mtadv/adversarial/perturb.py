@@ -1,0 +1,81 @@
+"""The perturbation math every input-space method shares: masking, noise, normalization,
+projection onto the ε-ball, and dropout-mask replay.
+
+Shapes: word embeddings and perturbations are (B, T, H); masks are (B, T, 1) so padded tokens
+are never perturbed. `level` says where norms are taken: "token" (over H, each token its own
+ball) or "example" (over T·H, each example its own ball).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+TINY = 1e-12  # guards divisions only; the radius ε is enforced by project()
+
+
+def token_mask(batch: dict[str, Tensor], like: Tensor) -> Tensor:
+    """(B, T, 1) mask of real tokens, in like's dtype."""
+    return batch["attention_mask"].unsqueeze(-1).to(like.dtype)
+
+
+def _dims(level: str) -> tuple[int, ...]:
+    if level == "token":
+        return (-1,)
+    if level == "example":
+        return (-2, -1)
+    raise ValueError(f"norm level must be 'token' or 'example', got {level!r}")
+
+
+def norm_of(x: Tensor, norm: str, level: str) -> Tensor:
+    """‖x‖ per token (B, T, 1) or per example (B, 1, 1)."""
+    dims = _dims(level)
+    if norm == "linf":
+        return x.abs().amax(dim=dims, keepdim=True)
+    if norm == "l2":
+        return x.float().pow(2).sum(dim=dims, keepdim=True).sqrt().to(x.dtype)
+    raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+
+
+def normalize(g: Tensor, norm: str, level: str) -> Tensor:
+    """g / ‖g‖: the steepest-ascent direction of unit norm (zero where g is zero)."""
+    return g / (norm_of(g, norm, level) + TINY)
+
+
+def project(delta: Tensor, eps: float, norm: str, level: str) -> Tensor:
+    """Π onto {‖δ‖ ≤ ε}: clamp for ℓ∞, rescale for ℓ2."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / (norm_of(delta, "l2", level) + TINY)).clamp(max=1.0)
+    return delta * scale
+
+
+def gaussian_noise(like: Tensor, sigma: float, mask: Tensor) -> Tensor:
+    """v ~ N(0, σ²I) on real tokens, zero on padding."""
+    return torch.randn_like(like) * sigma * mask
+
+
+@dataclass
+class RngState:
+    """The RNG state before a forward pass, to replay its dropout masks."""
+
+    cpu: Tensor
+    cuda: list[Tensor] | None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> RngState:
+        cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+        return cls(torch.get_rng_state(), cuda)
+
+    @contextlib.contextmanager
+    def replay(self):
+        """Run the block with this state; the outer RNG stream continues untouched afterwards."""
+        devices = list(range(len(self.cuda))) if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state_all(self.cuda)
+            yield

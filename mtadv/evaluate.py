@@ -1,0 +1,60 @@
+"""Batched inference and dev-set metrics for one task split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from data_utils.collate import TaskCollator
+from data_utils.metrics import compute_metrics
+from data_utils.tokenize import TokenizedSplit
+from mtadv.taskdef import TaskDef
+
+
+@dataclass
+class Predictions:
+    example_idx: np.ndarray  # (N,) row index into the split's raw examples
+    outputs: np.ndarray  # (N, C) class probabilities, or (N,) scores
+    labels: np.ndarray | None  # (N,) gold labels when the split has them
+
+    def predicted(self, task: TaskDef) -> np.ndarray:
+        """Class indices for classification, scores otherwise."""
+        return self.outputs.argmax(-1) if self.outputs.ndim == 2 else self.outputs
+
+
+@torch.no_grad()
+def predict_split(
+    model: nn.Module,
+    task: TaskDef,
+    split: TokenizedSplit,
+    collator: TaskCollator,
+    batch_size: int,
+    device: torch.device,
+    show_progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+) -> Predictions:
+    """Run the model over a split in order (dynamic padding, batches sorted by nothing)."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(split.data, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    idx, outs, labels = [], [], []
+    for batch in tqdm(loader, desc=f"predict {task.name}", leave=False, disable=not show_progress):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(batch, task=task.name).float()
+        outs.append((out.softmax(-1) if out.ndim == 2 else out).cpu().numpy())
+        idx.append(batch["example_idx"].cpu().numpy())
+        if "labels" in batch:
+            labels.append(batch["labels"].cpu().numpy())
+    model.train(was_training)
+    return Predictions(np.concatenate(idx), np.concatenate(outs), np.concatenate(labels) if labels else None)
+
+
+def split_metrics(task: TaskDef, preds: Predictions) -> dict[str, float]:
+    assert preds.labels is not None, "metrics need a labeled split"
+    return compute_metrics(task.metrics, preds.predicted(task), preds.labels)

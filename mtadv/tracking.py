@@ -1,0 +1,63 @@
+"""What the user sees: TensorBoard scalars, a JSONL history, results.json and a summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+Results = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
+
+
+class RunTracker:
+    """Writes every scalar to TensorBoard (`<out>/tb`) and `<out>/history.jsonl`; rank 0 only."""
+
+    def __init__(self, output_dir: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.output_dir = output_dir
+        self.writer = SummaryWriter(os.path.join(output_dir, "tb")) if enabled else None
+        self._history = open(os.path.join(output_dir, "history.jsonl"), "a") if enabled else None
+
+    def scalars(self, step: int, values: dict[str, float], kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        for tag, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(tag, v, step)
+        self._history.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        self._history.flush()
+
+    def metrics(self, step: int, results: Results) -> None:
+        flat = {f"dev/{t}/{s}/{m}": v for t, splits in results.items() for s, ms in splits.items() for m, v in ms.items()}
+        self.scalars(step, flat, kind="eval")
+
+    def write_results(self, payload: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = os.path.join(self.output_dir, "results.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.writer.close()
+            self._history.close()
+
+
+def format_results_table(results: Results, primary: dict[str, str] | None = None) -> str:
+    """A readable table: one row per task and dev split, one column per metric."""
+    rows = [(t, s, ms) for t, splits in results.items() for s, ms in splits.items()]
+    if not rows:
+        return "(no dev results)"
+    metrics = sorted({m for _, _, ms in rows for m in ms}, key=lambda m: (m != "loss", m))
+    head = f"{'task':<10} {'split':<16} " + " ".join(f"{m:>10}" for m in metrics)
+    lines = [head, "-" * len(head)]
+    for t, s, ms in rows:
+        cells = " ".join(f"{ms[m]:>10.2f}" if m in ms else f"{'':>10}" for m in metrics)
+        lines.append(f"{t:<10} {s:<16} {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""The multi-task training loop.
+
+One optimizer step, top to bottom:
+    for each of grad_accum micro-batches (each from one task):
+        clean forward on the word embeddings -> task loss
+        + every active regularizer's term (SMART, FGM, EMA teacher, ...)
+        one backward()
+    unscale -> clip -> optimizer step -> scheduler step -> regularizer hooks (EMA update)
+    log -> evaluate / checkpoint when due
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from data_utils.collate import TaskCollator
+from data_utils.sampler import MultiTaskSampler, TaskBatch
+from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
+from mtadv.adversarial import Regularizer, StepContext
+from mtadv.adversarial.perturb import RngState
+from mtadv.checkpoint import save_checkpoint
+from mtadv.config import RunConfig
+from mtadv.evaluate import predict_split, split_metrics
+from mtadv.losses import TASK_LOSSES
+from mtadv.model import MultiTaskModel
+from mtadv.taskdef import TaskDef
+from mtadv.tracking import Results, RunTracker, format_results_table
+
+LOWER_IS_BETTER = {"perplexity", "loss"}
+
+
+@dataclass
+class TrainState:
+    """Counters that define where training is; saved for resume."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # global batches of this epoch already consumed
+    best_value: float | None = None
+    best_step: int = -1
+    best_results: Results = field(default_factory=dict)
+    skipped_steps: int = 0  # non-finite loss or gradients
+    examples_seen: int = 0
+
+
+class PlanDataset(Dataset):
+    """Item i = (task, collated batch i of the epoch plan); lets DataLoader workers collate."""
+
+    def __init__(self, plan: list[TaskBatch], rows: dict[str, list[dict]], collator: TaskCollator) -> None:
+        self.plan, self.rows, self.collator = plan, rows, collator
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> tuple[str, dict[str, Tensor]]:
+        tb = self.plan[i]
+        return tb.task, self.collator([self.rows[tb.task][j] for j in tb.indices])
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: MultiTaskModel,
+        tokenizer,
+        tasks: dict[str, TaskDef],
+        train_splits: dict[str, TokenizedSplit],
+        eval_splits: dict[tuple[str, str], TokenizedSplit],
+        regularizers: dict[str, list[Regularizer]],
+        task_def_text: str,
+        device: torch.device,
+        tracker: RunTracker,
+        ddp_model: nn.Module | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.cfg, self.tc = cfg, cfg.train
+        self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
+        self.forward_model = ddp_model or model  # the clean forward goes through DDP when distributed
+        self.train_splits, self.eval_splits = train_splits, eval_splits
+        self.regularizers, self.task_def_text = regularizers, task_def_text
+        self.device, self.tracker, self.rank, self.world_size = device, tracker, rank, world_size
+        self.collator = TaskCollator(tokenizer)
+        self.rows = {t: _model_rows(s) for t, s in train_splits.items()}
+        self.sampler = MultiTaskSampler(
+            {t: s.lengths() for t, s in train_splits.items()}, self.tc.batch_size, self.tc.sampling,
+            self.tc.temperature, self.tc.seed, self.tc.group_by_length, world_size, rank,
+        )
+        self.replays = max([r.replays for regs in regularizers.values() for r in regs] or [1])
+        self.groups_per_epoch = math.ceil(len(self.sampler.epoch_plan(0)) / self.tc.grad_accum)
+        self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
+        self.optimizer = _adamw(model, self.tc.learning_rate, self.tc.weight_decay)
+        self.scheduler = get_scheduler(
+            self.tc.lr_scheduler, self.optimizer,
+            num_warmup_steps=int(self.tc.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
+        )
+        self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
+        self.state = TrainState()
+        self._last_eval_step = -1
+        self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> dict[str, Any]:
+        start, bar = time.perf_counter(), self._progress_bar()
+        while self.state.step < self.total_steps:
+            for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
+                for _ in range(self.replays):  # FreeAT-style replay; 1 for every other method
+                    logs = self._optimizer_step(group)
+                    self.state.step += 1
+                    bar.update(1)
+                    self._after_step(logs, bar)
+                    if self.state.step >= self.total_steps:
+                        break
+                self.state.batch_in_epoch += len(group)
+                if self.state.step >= self.total_steps:
+                    break
+            else:
+                self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+                if not self.tc.eval_steps:
+                    self._evaluate_and_keep_best()
+        bar.close()
+        if self._last_eval_step != self.state.step:
+            self._evaluate_and_keep_best()
+        return self._finish(time.perf_counter() - start)
+
+    def _groups(self, epoch: int, start: int):
+        """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
+        plan = list(self.sampler.iterate(epoch, start))
+        loader = DataLoader(PlanDataset(plan, self.rows, self.collator), batch_size=None, shuffle=False,
+                            num_workers=self.tc.num_workers)
+        group: list[tuple[str, dict[str, Tensor]]] = []
+        for task, batch in loader:
+            group.append((task, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}))
+            if len(group) == self.tc.grad_accum:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _optimizer_step(self, group: list[tuple[str, dict[str, Tensor]]]) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        finite = True
+        for i, (task, batch) in enumerate(group):
+            with self._no_sync(last=i == len(group) - 1):
+                step_logs, ok = self._micro_step(task, batch, len(group))
+            finite &= ok
+            for k, v in step_logs.items():
+                logs[k] = logs.get(k, 0.0) + v / len(group)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self._clip()
+        if finite and math.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            for reg in self._unique_regularizers():
+                reg.on_optimizer_step(self.model)
+        else:
+            self.state.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+        logs.update({"train/grad_norm": grad_norm, "train/lr": self.scheduler.get_last_lr()[0],
+                     "train/skipped_steps": float(self.state.skipped_steps)})
+        return logs
+
+    def _micro_step(self, task: str, batch: dict[str, Tensor], n_micro: int) -> tuple[dict[str, float], bool]:
+        """Forward, task loss, regularizer terms and the micro-step's single backward."""
+        tdef = self.tasks[task]
+        rng = RngState.capture(self.device)  # dropout masks of the clean forward, for replay
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            embeds = self.model.embed(batch)  # (B, T, H) word embeddings
+            logits = self.forward_model(batch, task=task, inputs_embeds=embeds)  # (B, C) or (B,)
+            task_loss = self.loss_fns[task](logits, batch["labels"])
+            loss, logs = task_loss, {f"train/{task}/loss": task_loss.item()}
+            ctx = StepContext(self.model, tdef, batch, embeds, logits, task_loss, rng,
+                              self.state.step, self.state.epoch)
+            for reg in self.regularizers.get(task, []):
+                if reg.active(self.state.step, self.state.epoch):
+                    reg_loss, reg_logs = reg.loss(ctx)
+                    loss = loss + reg_loss
+                    logs.update({f"train/{task}/{k}": v for k, v in reg_logs.items()})
+        logs[f"train/{task}/total_loss"] = loss.item()
+        self.state.examples_seen += batch["input_ids"].shape[0] * self.world_size
+        if not torch.isfinite(loss):
+            return logs, False
+        self.scaler.scale(loss / n_micro).backward()
+        return logs, True
+
+    # ---------------------------------------------------------------- helpers
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        max_norm = self.tc.max_grad_norm if self.tc.max_grad_norm > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _no_sync(self, last: bool):
+        if self.forward_model is not self.model and not last:
+            return self.forward_model.no_sync()
+        return contextlib.nullcontext()
+
+    def _unique_regularizers(self) -> list[Regularizer]:
+        seen: dict[int, Regularizer] = {}
+        for regs in self.regularizers.values():
+            for r in regs:
+                seen.setdefault(id(r), r)
+        return list(seen.values())
+
+    def _progress_bar(self):
+        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", disable=self.rank != 0,
+                    dynamic_ncols=True)
+
+    def _after_step(self, logs: dict[str, float], bar) -> None:
+        step = self.state.step
+        if step % self.tc.log_steps == 0 or step == 1:
+            self.tracker.scalars(step, logs)
+            losses = [v for k, v in logs.items() if k.endswith("/loss")]
+            if losses:
+                bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", lr=f"{logs['train/lr']:.2e}")
+        if self.tc.eval_steps and step % self.tc.eval_steps == 0:
+            self._evaluate_and_keep_best()
+        if self.tc.save_steps and step % self.tc.save_steps == 0:
+            self.save(f"checkpoint-{step}")
+
+    # ---------------------------------------------------------------- evaluation and checkpoints
+    def evaluate(self, model: nn.Module | None = None) -> Results:
+        model = model or self.model
+        results: Results = {}
+        for (task, split), data in self.eval_splits.items():
+            preds = predict_split(model, self.tasks[task], data, self.collator, self.tc.eval_batch_size,
+                                  self.device, show_progress=self.rank == 0, autocast_dtype=self.autocast_dtype)
+            results.setdefault(task, {})[split] = split_metrics(self.tasks[task], preds)
+        return results
+
+    def selection_value(self, results: Results) -> float | None:
+        """The number the best checkpoint is chosen by (higher is better after sign flip)."""
+        key = self.tc.metric_for_best
+        if key == "avg":
+            vals = [ms[self.tasks[t].primary_metric] for t, splits in results.items() for ms in splits.values()]
+            return sum(vals) / len(vals) if vals else None
+        task, split, metric = key.split("/")
+        value = results.get(task, {}).get(split, {}).get(metric)
+        return None if value is None else (-value if metric in LOWER_IS_BETTER else value)
+
+    def _evaluate_and_keep_best(self) -> None:
+        results = self.evaluate()
+        self._last_eval_step = self.state.step
+        self.tracker.metrics(self.state.step, results)
+        value = self.selection_value(results)
+        improved = value is not None and (self.state.best_value is None or value > self.state.best_value)
+        if improved or (value is None and not self.state.best_results):
+            self.state.best_value, self.state.best_step, self.state.best_results = value, self.state.step, results
+            self.save("best")
+        self.last_results = results
+
+    def save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(f"{self.tracker.output_dir}/{name}", self.model, self.tokenizer, self.task_def_text,
+                        self.cfg.to_dict())
+
+    def _finish(self, seconds: float) -> dict[str, Any]:
+        s = self.state
+        run = {"steps": s.step, "epochs_completed": s.epoch, "seconds": round(seconds, 2),
+               "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
+               "skipped_steps": s.skipped_steps,
+               "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()}}
+        payload = {"results": s.best_results, "final": getattr(self, "last_results", {}),
+                   "best": {"metric": self.tc.metric_for_best, "value": s.best_value, "step": s.best_step,
+                            "checkpoint": f"{self.tracker.output_dir}/best"},
+                   "run": run}
+        self.tracker.write_results(payload)
+        if self.rank == 0:
+            print(f"\nBest checkpoint (step {s.best_step}, {self.tc.metric_for_best} = "
+                  f"{(s.best_value if s.best_value is not None else float('nan')):.2f}): {self.tracker.output_dir}/best")
+            print(format_results_table(s.best_results))
+            print(f"{s.step} steps in {seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
+                  f"{s.skipped_steps} skipped steps")
+        return payload
+
+
+def _model_rows(split: TokenizedSplit) -> list[dict]:
+    """The tokenized split as a list of plain dicts (fast random access for collation)."""
+    cols = [c for c in MODEL_COLUMNS if c in split.data.column_names]
+    data = split.data.select_columns(cols).to_dict()
+    return [dict(zip(cols, vals)) for vals in zip(*(data[c] for c in cols))]
+
+
+def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases and LayerNorm weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
