@@ -42,12 +42,15 @@ def read_split(task: TaskDef, split_name: str, data_dir: str | None) -> datasets
     if split.format != "hub" and not os.path.isfile(where):
         raise ConfigError(
             f"data file not found; check --data_dir ({data_dir}) and splits.{split_name}.path",
-            file=where, task=task.name, field=f"splits.{split_name}.path",
+            file=where,
+            task=task.name,
+            field=f"splits.{split_name}.path",
         )
     rows = _rows(task, split, where)
     if not rows["id"]:
-        raise ConfigError("split is empty: no examples after the header", file=where, task=task.name,
-                          field=f"splits.{split_name}")
+        raise ConfigError(
+            "split is empty: no examples after the header", file=where, task=task.name, field=f"splits.{split_name}"
+        )
     return datasets.Dataset.from_dict(rows)
 
 
@@ -122,7 +125,8 @@ def _delimited(delimiter: str, quoting: int) -> RowSource:
                     raise ConfigError(
                         f"row has {len(fields)} columns, expected {expected}"
                         + (" (as in the header)" if header else "; fix the row or 'num_columns'"),
-                        file=f"{path}:{lineno}", field=f"splits.{split.name}.columns",
+                        file=f"{path}:{lineno}",
+                        field=f"splits.{split.name}.columns",
                     )
                 yield lineno, dict(zip(header, fields)) if header else fields
 
@@ -142,8 +146,9 @@ def _jsonl(split: SplitDef, path: str) -> Iterator[tuple[int, Any]]:
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"invalid JSON: {e.msg}", file=f"{path}:{lineno}",
-                                  field=f"splits.{split.name}") from None
+                raise ConfigError(
+                    f"invalid JSON: {e.msg}", file=f"{path}:{lineno}", field=f"splits.{split.name}"
+                ) from None
 
 
 @ROW_SOURCES.register("hub")

@@ -50,8 +50,12 @@ def read_task_data(tasks: dict[str, TaskDef], data_dir: str, max_train: int, max
     train, evals = {}, {}
     for name, task in tasks.items():
         if "train" not in task.splits:
-            raise ConfigError("has no train split; add one or leave the task out of --tasks",
-                              file=task.source_file, task=name, field="splits.train")
+            raise ConfigError(
+                "has no train split; add one or leave the task out of --tasks",
+                file=task.source_file,
+                task=name,
+                field="splits.train",
+            )
         train[name] = _cap(read_split(task, "train", data_dir), max_train)
         for split in task.dev_splits():
             evals[(name, split.name)] = _cap(read_split(task, split.name, data_dir), max_eval)
@@ -87,8 +91,9 @@ def tokenize_all(raw: RawData, tasks: dict[str, TaskDef], tokenizer, cfg: RunCon
 
 def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; gloo on CPU, nccl on GPU."""
-    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+    info = DistInfo(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
     if device_flag == "auto":
         device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     else:
@@ -133,5 +138,18 @@ def build_trainer(cfg: RunConfig) -> Trainer:
         prepare_output_dir(tc.output_dir)
     tracker = RunTracker(tc.output_dir, enabled=dist_info.rank == 0)
     task_def_text = Path(tc.task_def).read_text(encoding="utf-8")
-    return Trainer(cfg, model, tokenizer, tasks, train, evals, regularizers, task_def_text, device, tracker,
-                   ddp_model=ddp_model, rank=dist_info.rank, world_size=dist_info.world_size)
+    return Trainer(
+        cfg,
+        model,
+        tokenizer,
+        tasks,
+        train,
+        evals,
+        regularizers,
+        task_def_text,
+        device,
+        tracker,
+        ddp_model=ddp_model,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+    )

@@ -80,7 +80,8 @@ def load_heads_into(model: MultiTaskModel, checkpoint_dir: str) -> list[str]:
             raise ConfigError(
                 f"head {head!r} in the checkpoint has shape {tuple(value.shape)} for {key}, but the task "
                 f"definition needs {tuple(own[key].shape)}; fix 'labels' or rename the task's head",
-                file=path, field="head",
+                file=path,
+                field="head",
             )
         own[key] = value
         loaded.add(key.split(".")[0])
@@ -103,9 +104,12 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp)
         heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
         save_file(heads, str(tmp / HEADS_FILE))
-        meta = {"format_version": FORMAT_VERSION, "task_to_head": model.task_to_head,
-                "head_types": model.head_types,
-                "head_widths": {h: int(getattr(m, "num_outputs", 0)) for h, m in model.heads.items()}}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "task_to_head": model.task_to_head,
+            "head_types": model.head_types,
+            "head_widths": {h: int(getattr(m, "num_outputs", 0)) for h, m in model.heads.items()},
+        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         (tmp / TASKDEF_FILE).write_text(task_def_text)
         (tmp / RUNCFG_FILE).write_text(json.dumps(run_config, indent=2))

@@ -47,14 +47,16 @@ class TrainConfig:
     max_seq_len: int = opt(128, "tokens per example; longer inputs are truncated and counted")
     seed: int = opt(42, "random seed for initialization, sampling and dropout")
     sampling: str = opt(
-        "proportional", "multi-task batch sampling: proportional (MT-DNN), temperature or uniform",
+        "proportional",
+        "multi-task batch sampling: proportional (MT-DNN), temperature or uniform",
         choices=("proportional", "temperature", "uniform"),
     )
     temperature: float = opt(2.0, "T for --sampling temperature: p(task) ∝ n^(1/T)")
     group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
     head_dropout: float = opt(0.1, "dropout in the task heads")
-    precision: str = opt("auto", "fp32, bf16, fp16, or auto (bf16/fp16 on GPU, fp32 on CPU)",
-                         choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = opt(
+        "auto", "fp32, bf16, fp16, or auto (bf16/fp16 on GPU, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16")
+    )
     eval_steps: int = opt(0, "evaluate every N optimizer steps (0: after each epoch only)")
     save_steps: int = opt(0, "write a checkpoint every N optimizer steps (0: only the best)")
     max_train_samples: int = opt(0, "cap training examples per task (0: all)")
@@ -200,8 +202,9 @@ def adv_config_for_task(base: AdvConfig, overrides: dict[str, Any], task: str, f
     renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
     unknown = sorted(set(renamed) - known)
     if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}; known: {sorted(known | {'method'})}",
-                          file=file, task=task, field="adv")
+        raise ConfigError(
+            f"unknown setting(s) {unknown}; known: {sorted(known | {'method'})}", file=file, task=task, field="adv"
+        )
     hints = get_type_hints(AdvConfig)
     typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}
     return dataclasses.replace(base, **typed)

@@ -45,6 +45,7 @@ class MultiTaskModel(nn.Module):
         if task.head not in self.heads:
             builder = HEADS.get(task.task_type.head)
             hidden = self.encoder.config.hidden_size
-            self.heads[task.head] = builder(hidden_size=hidden, num_outputs=task.num_outputs,
-                                            dropout=head_dropout, encoder=self.encoder)
+            self.heads[task.head] = builder(
+                hidden_size=hidden, num_outputs=task.num_outputs, dropout=head_dropout, encoder=self.encoder
+            )
             self.head_types[task.head] = task.task_type.head

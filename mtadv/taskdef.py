@@ -19,8 +19,16 @@ SPLIT_KEYS = {"path", "format", "header", "num_columns", "columns", "hub", "subs
 COLUMN_ROLES = {"text_a", "text_b", "label", "id", "text"}
 FORMATS = {"tsv", "csv", "jsonl", "txt", "hub"}
 TASK_KEYS = {
-    "type", "labels", "label_range", "head", "metrics", "loss", "adv_loss",
-    "splits", "submission", "adv",
+    "type",
+    "labels",
+    "label_range",
+    "head",
+    "metrics",
+    "loss",
+    "adv_loss",
+    "splits",
+    "submission",
+    "adv",
 }
 
 
@@ -163,9 +171,18 @@ def _parse_task(name: str, spec: Any, file: str) -> TaskDef:
     if not isinstance(adv, dict):
         raise err("adv", "expected a mapping of adversarial settings, e.g. {method: smart, adv_eps: 1e-5}")
     return TaskDef(
-        name=name, type=ttype.name, splits=splits, metrics=metrics, loss=loss, adv_loss=adv_loss,
-        labels=labels, label_range=label_range, head=str(spec.get("head", name)),
-        submission={str(k): str(v) for k, v in submission.items()}, adv=dict(adv), source_file=file,
+        name=name,
+        type=ttype.name,
+        splits=splits,
+        metrics=metrics,
+        loss=loss,
+        adv_loss=adv_loss,
+        labels=labels,
+        label_range=label_range,
+        head=str(spec.get("head", name)),
+        submission={str(k): str(v) for k, v in submission.items()},
+        adv=dict(adv),
+        source_file=file,
     )
 
 
@@ -234,8 +251,15 @@ def _parse_split(name: str, s: dict, err) -> SplitDef:
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise err(f"num_columns must be a positive integer, got {ncols!r}")
     return SplitDef(
-        name=name, format=fmt, path=s.get("path"), header=header, num_columns=ncols,
-        columns=dict(columns), hub=s.get("hub"), subset=s.get("subset"), split=s.get("split"),
+        name=name,
+        format=fmt,
+        path=s.get("path"),
+        header=header,
+        num_columns=ncols,
+        columns=dict(columns),
+        hub=s.get("hub"),
+        subset=s.get("subset"),
+        split=s.get("split"),
     )
 
 
@@ -254,7 +278,9 @@ def _check_shared_heads(tasks: dict[str, TaskDef], file: str) -> None:
             other, n = width[t.head]
             raise ConfigError(
                 f"shares head {t.head!r} with task {other!r}, which has {n} outputs, but has {t.num_outputs}",
-                file=file, task=t.name, field="head",
+                file=file,
+                task=t.name,
+                field="head",
             )
         width.setdefault(t.head, (t.name, t.num_outputs))
 

@@ -31,7 +31,9 @@ class RunTracker:
         self._history.flush()
 
     def metrics(self, step: int, results: Results) -> None:
-        flat = {f"dev/{t}/{s}/{m}": v for t, splits in results.items() for s, ms in splits.items() for m, v in ms.items()}
+        flat = {
+            f"dev/{t}/{s}/{m}": v for t, splits in results.items() for s, ms in splits.items() for m, v in ms.items()
+        }
         self.scalars(step, flat, kind="eval")
 
     def write_results(self, payload: dict[str, Any]) -> None:

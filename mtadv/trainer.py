@@ -93,16 +93,24 @@ class Trainer:
         self.collator = TaskCollator(tokenizer)
         self.rows = {t: _model_rows(s) for t, s in train_splits.items()}
         self.sampler = MultiTaskSampler(
-            {t: s.lengths() for t, s in train_splits.items()}, self.tc.batch_size, self.tc.sampling,
-            self.tc.temperature, self.tc.seed, self.tc.group_by_length, world_size, rank,
+            {t: s.lengths() for t, s in train_splits.items()},
+            self.tc.batch_size,
+            self.tc.sampling,
+            self.tc.temperature,
+            self.tc.seed,
+            self.tc.group_by_length,
+            world_size,
+            rank,
         )
         self.replays = max([r.replays for regs in regularizers.values() for r in regs] or [1])
         self.groups_per_epoch = math.ceil(len(self.sampler.epoch_plan(0)) / self.tc.grad_accum)
         self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
         self.optimizer = _adamw(model, self.tc.learning_rate, self.tc.weight_decay)
         self.scheduler = get_scheduler(
-            self.tc.lr_scheduler, self.optimizer,
-            num_warmup_steps=int(self.tc.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
+            self.tc.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=int(self.tc.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
         )
         self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
@@ -137,8 +145,9 @@ class Trainer:
     def _groups(self, epoch: int, start: int):
         """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
         plan = list(self.sampler.iterate(epoch, start))
-        loader = DataLoader(PlanDataset(plan, self.rows, self.collator), batch_size=None, shuffle=False,
-                            num_workers=self.tc.num_workers)
+        loader = DataLoader(
+            PlanDataset(plan, self.rows, self.collator), batch_size=None, shuffle=False, num_workers=self.tc.num_workers
+        )
         group: list[tuple[str, dict[str, Tensor]]] = []
         for task, batch in loader:
             group.append((task, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}))
@@ -170,8 +179,13 @@ class Trainer:
             self.state.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
-        logs.update({"train/grad_norm": grad_norm, "train/lr": self.scheduler.get_last_lr()[0],
-                     "train/skipped_steps": float(self.state.skipped_steps)})
+        logs.update(
+            {
+                "train/grad_norm": grad_norm,
+                "train/lr": self.scheduler.get_last_lr()[0],
+                "train/skipped_steps": float(self.state.skipped_steps),
+            }
+        )
         return logs
 
     def _micro_step(self, task: str, batch: dict[str, Tensor], n_micro: int) -> tuple[dict[str, float], bool]:
@@ -183,8 +197,9 @@ class Trainer:
             logits = self.forward_model(batch, task=task, inputs_embeds=embeds)  # (B, C) or (B,)
             task_loss = self.loss_fns[task](logits, batch["labels"])
             loss, logs = task_loss, {f"train/{task}/loss": task_loss.item()}
-            ctx = StepContext(self.model, tdef, batch, embeds, logits, task_loss, rng,
-                              self.state.step, self.state.epoch)
+            ctx = StepContext(
+                self.model, tdef, batch, embeds, logits, task_loss, rng, self.state.step, self.state.epoch
+            )
             for reg in self.regularizers.get(task, []):
                 if reg.active(self.state.step, self.state.epoch):
                     reg_loss, reg_logs = reg.loss(ctx)
@@ -218,8 +233,9 @@ class Trainer:
         return list(seen.values())
 
     def _progress_bar(self):
-        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", disable=self.rank != 0,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=self.total_steps, initial=self.state.step, desc="train", disable=self.rank != 0, dynamic_ncols=True
+        )
 
     def _after_step(self, logs: dict[str, float], bar) -> None:
         step = self.state.step
@@ -238,8 +254,16 @@ class Trainer:
         model = model or self.model
         results: Results = {}
         for (task, split), data in self.eval_splits.items():
-            preds = predict_split(model, self.tasks[task], data, self.collator, self.tc.eval_batch_size,
-                                  self.device, show_progress=self.rank == 0, autocast_dtype=self.autocast_dtype)
+            preds = predict_split(
+                model,
+                self.tasks[task],
+                data,
+                self.collator,
+                self.tc.eval_batch_size,
+                self.device,
+                show_progress=self.rank == 0,
+                autocast_dtype=self.autocast_dtype,
+            )
             results.setdefault(task, {})[split] = split_metrics(self.tasks[task], preds)
         return results
 
@@ -267,26 +291,42 @@ class Trainer:
     def save(self, name: str) -> None:
         if self.rank != 0:
             return
-        save_checkpoint(f"{self.tracker.output_dir}/{name}", self.model, self.tokenizer, self.task_def_text,
-                        self.cfg.to_dict())
+        save_checkpoint(
+            f"{self.tracker.output_dir}/{name}", self.model, self.tokenizer, self.task_def_text, self.cfg.to_dict()
+        )
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         s = self.state
-        run = {"steps": s.step, "epochs_completed": s.epoch, "seconds": round(seconds, 2),
-               "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
-               "skipped_steps": s.skipped_steps,
-               "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()}}
-        payload = {"results": s.best_results, "final": getattr(self, "last_results", {}),
-                   "best": {"metric": self.tc.metric_for_best, "value": s.best_value, "step": s.best_step,
-                            "checkpoint": f"{self.tracker.output_dir}/best"},
-                   "run": run}
+        run = {
+            "steps": s.step,
+            "epochs_completed": s.epoch,
+            "seconds": round(seconds, 2),
+            "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
+            "skipped_steps": s.skipped_steps,
+            "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()},
+        }
+        payload = {
+            "results": s.best_results,
+            "final": getattr(self, "last_results", {}),
+            "best": {
+                "metric": self.tc.metric_for_best,
+                "value": s.best_value,
+                "step": s.best_step,
+                "checkpoint": f"{self.tracker.output_dir}/best",
+            },
+            "run": run,
+        }
         self.tracker.write_results(payload)
         if self.rank == 0:
-            print(f"\nBest checkpoint (step {s.best_step}, {self.tc.metric_for_best} = "
-                  f"{(s.best_value if s.best_value is not None else float('nan')):.2f}): {self.tracker.output_dir}/best")
+            print(
+                f"\nBest checkpoint (step {s.best_step}, {self.tc.metric_for_best} = "
+                f"{(s.best_value if s.best_value is not None else float('nan')):.2f}): {self.tracker.output_dir}/best"
+            )
             print(format_results_table(s.best_results))
-            print(f"{s.step} steps in {seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
-                  f"{s.skipped_steps} skipped steps")
+            print(
+                f"{s.step} steps in {seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
+                f"{s.skipped_steps} skipped steps"
+            )
         return payload
 
 

@@ -21,8 +21,9 @@ def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, l
                 method = ADV_METHODS.get(adv.adv)
             except KeyError as e:
                 field = "adv.method" if "method" in task.adv else "--adv"
-                raise ConfigError(str(e.args[0]), file=task.source_file if "method" in task.adv else None,
-                                  task=name, field=field) from None
+                raise ConfigError(
+                    str(e.args[0]), file=task.source_file if "method" in task.adv else None, task=name, field=field
+                ) from None
             regs.append(method(adv))
         out[name] = regs
     return out
