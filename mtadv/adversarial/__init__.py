@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mtadv.adversarial import smart  # noqa: F401  (registers "smart")
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.config import RunConfig, adv_config_for_task
 from mtadv.errors import ConfigError
