@@ -75,13 +75,29 @@ def _rows(task: TaskDef, split: SplitDef, where: str) -> dict[str, list]:
                     out[role].append(str(get(cols[role])))
             if "label" in cols:
                 out["label"].append(_label(task, get(cols["label"]), lambda p, n=lineno: err(n, p, "label")))
-    except UnicodeDecodeError as e:
-        raise err(None, f"not UTF-8 text (bad byte at offset {e.start}); re-encode the file as UTF-8", "path") from None
+    except UnicodeDecodeError:
+        lineno, bad = _first_undecodable_line(where)
+        raise err(
+            lineno,
+            f"not UTF-8 text (byte(s) {bad!r}); re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8",
+            "path",
+        ) from None
     except ConfigError as e:
         if e.task is None:  # raised by a row source, which does not know the task
             raise ConfigError(e.problem, file=e.file, task=task.name, field=e.field) from None
         raise
     return out
+
+
+def _first_undecodable_line(path: str) -> tuple[int | None, bytes]:
+    """Where a decode error is: the decoder's offset is relative to a buffered chunk, not the file."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return lineno, line[e.start : e.end]
+    return None, b""
 
 
 def _getter(row: Any, lineno: int, err) -> Callable[[str | int], Any]:

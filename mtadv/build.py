@@ -25,7 +25,7 @@ from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
 from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
 from mtadv.tracking import RunTracker
-from mtadv.trainer import Trainer
+from mtadv.trainer import LOWER_IS_BETTER, Trainer
 
 
 @dataclass
@@ -114,6 +114,32 @@ def build_model(cfg: RunConfig, tasks: dict[str, TaskDef]):
     return model, tokenizer
 
 
+def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
+    """Flags that would otherwise fail only after training started (and after outputs were written)."""
+    from transformers import SchedulerType
+
+    tc = cfg.train
+    try:
+        SchedulerType(tc.lr_scheduler)
+    except ValueError:
+        known = ", ".join(s.value for s in SchedulerType)
+        raise ConfigError(f"unknown scheduler {tc.lr_scheduler!r}; known: {known}", field="--lr_scheduler") from None
+    if tc.metric_for_best == "avg":
+        return
+    parts = tc.metric_for_best.split("/")
+    task = tasks.get(parts[0]) if len(parts) == 3 else None
+    if (
+        task is None
+        or parts[1] not in [s.name for s in task.dev_splits()]
+        or parts[2] not in (*task.metrics, *LOWER_IS_BETTER)
+    ):
+        choices = [f"{t.name}/{s.name}/{m}" for t in tasks.values() for s in t.dev_splits() for m in t.metrics]
+        raise ConfigError(
+            f"{tc.metric_for_best!r} is not 'avg' or TASK/SPLIT/METRIC of a trained task; one of {choices}",
+            field="--metric_for_best",
+        )
+
+
 def prepare_output_dir(path: str) -> None:
     Path(path).mkdir(parents=True, exist_ok=True)
 
@@ -122,6 +148,7 @@ def build_trainer(cfg: RunConfig) -> Trainer:
     tc = cfg.train
     all_tasks = load_task_defs(tc.task_def)
     tasks = select_tasks(all_tasks, tc.tasks, tc.task_def)
+    check_run_flags(cfg, tasks)
     regularizers = build_regularizers(cfg, tasks)
     raw = read_task_data(tasks, tc.data_dir, tc.max_train_samples, tc.max_eval_samples)
     dist_info, device = init_distributed(tc.device)

@@ -7,6 +7,7 @@ Layout of a checkpoint directory:
     mtadv.json                       task -> head map, head types and widths, format version
     task_defs.yml                    the task definitions the model was trained with
     run_config.json                  the resolved run configuration
+    teacher/                         (runs with an EMA teacher) the teacher, a complete checkpoint itself
 
 Writes go to a temporary sibling directory which is fsynced and then renamed into place, so a
 crash mid-save leaves the previous checkpoint intact.
@@ -33,6 +34,9 @@ from mtadv.taskdef import TaskDef
 
 FORMAT_VERSION = 1
 META_FILE, HEADS_FILE, TASKDEF_FILE, RUNCFG_FILE = "mtadv.json", "heads.safetensors", "task_defs.yml", "run_config.json"
+# The EMA teacher, when a run has one, is saved inside the checkpoint as this subdirectory, itself
+# a complete checkpoint directory (load_checkpoint(<ckpt>/teacher) loads it; predict.py --use_teacher).
+TEACHER_DIR = "teacher"
 
 
 def resolve_model_path(name: str) -> str:
@@ -77,11 +81,13 @@ def load_heads_into(model: MultiTaskModel, checkpoint_dir: str) -> list[str]:
             continue
         if own[key].shape != value.shape:
             head = key.split(".")[0]
+            users = ", ".join(t for t, h in model.task_to_head.items() if h == head)  # tasks on this head
             raise ConfigError(
                 f"head {head!r} in the checkpoint has shape {tuple(value.shape)} for {key}, but the task "
                 f"definition needs {tuple(own[key].shape)}; fix 'labels' or rename the task's head",
                 file=path,
-                field="head",
+                task=users,
+                field="labels",
             )
         own[key] = value
         loaded.add(key.split(".")[0])

@@ -289,7 +289,8 @@ def _no_unknown_keys(spec: dict, known: set[str], err, prefix: str) -> None:
     unknown = sorted(str(k) for k in set(spec) - known)
     if unknown:
         where = prefix or "task"
-        raise err(prefix, f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+        fields_ = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)  # name the offending key(s)
+        raise err(fields_, f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
 
 
 def _as_list(value: Any, err, fld: str) -> list:
