@@ -1,0 +1,266 @@
+"""Prediction from a checkpoint alone: GLUE leaderboard files for test splits, metrics for dev.
+
+    python predict.py --checkpoint runs/glue/best --data_dir glue_data --output_dir submission/
+
+Everything the run needs comes from the checkpoint directory: the encoder, tokenizer and heads,
+the task definitions (file layout, label vocabularies, leaderboard file names) and the run
+configuration. Dev metrics go through the very functions the trainer evaluates with
+(`read_split` -> `tokenize_split` at the run's max_seq_len -> `predict_split` -> `split_metrics`,
+same batch size, precision and evaluation cap), so they equal `results.json` for that checkpoint.
+
+Order: load and check everything (checkpoint, tasks, heads, data files), predict every split in
+memory, build and validate every output file, and only then write them all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import datasets
+import torch
+
+from data_utils.collate import TaskCollator
+from data_utils.readers import read_split, split_path
+from data_utils.submission import (
+    ZIP_NAME,
+    SubmissionFile,
+    build_submission,
+    jsonl_bytes,
+    prediction_records,
+    publish,
+    validate_submission,
+    zip_submission,
+)
+from data_utils.tokenize import default_cache_dir, tokenize_split
+from mtadv.build import source_key
+from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
+from mtadv.config import opt
+from mtadv.errors import ConfigError, UserError
+from mtadv.evaluate import Predictions, predict_split, split_metrics
+from mtadv.model import MultiTaskModel
+from mtadv.taskdef import TaskDef
+from mtadv.trainer import _autocast_dtype
+
+FROM_CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class PredictConfig:
+    """Flags of predict.py (every field is one --flag)."""
+
+    checkpoint: str = opt("", "mtadv checkpoint directory, e.g. runs/glue/best (required)")
+    split: str = opt("test", "test: leaderboard files (+ JSONL); dev: metrics.json + JSONL", choices=("test", "dev"))
+    tasks: str = opt("", "comma-separated tasks (empty: every task the checkpoint has a head for, ax included)")
+    data_dir: str = opt("", "root of the task files (empty: the --data_dir the checkpoint was trained with)")
+    output_dir: str = opt("submission", "where the files go (created; existing files of the same name replaced)")
+    batch_size: int = opt(0, "examples per batch (0: the run's --eval_batch_size, as training evaluated)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = opt(
+        FROM_CHECKPOINT,
+        "fp32, bf16, fp16, auto, or checkpoint (the run's --precision, as training evaluated)",
+        choices=(FROM_CHECKPOINT, "auto", "fp32", "bf16", "fp16"),
+    )
+    max_eval_samples: int = opt(
+        -1, "cap examples per dev split (-1: the run's --max_eval_samples, so metrics match results.json; 0: all)"
+    )
+    use_teacher: bool = opt(False, "predict with the EMA teacher saved in the checkpoint's teacher/ folder")
+    progress: bool = opt(True, "show progress bars")
+    cache_dir: str = opt("", "tokenization cache (default: $MTADV_CACHE or ~/.cache/mtadv)")
+
+
+@dataclass
+class SplitJob:
+    """One split to predict: its task, raw rows and where they came from."""
+
+    task: TaskDef
+    split: str
+    raw: datasets.Dataset
+    source: str
+
+
+@dataclass
+class SplitResult:
+    job: SplitJob
+    preds: Predictions
+
+
+def config_from_namespace(values: dict[str, Any]) -> PredictConfig:
+    known = {f.name for f in fields(PredictConfig)}
+    return PredictConfig(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def run_predict(cfg: PredictConfig) -> list[str]:
+    """Check, predict, build, validate, write. Returns the written paths."""
+    if not cfg.progress:
+        datasets.disable_progress_bars()
+    model, tokenizer, task_defs, run_config = load_model(cfg)
+    train_cfg = run_config.get("train", {})
+    tasks = select_prediction_tasks(model, task_defs, cfg)
+    jobs = read_jobs(tasks, cfg, train_cfg)
+    device = _device(cfg.device)
+    model.to(device)
+    results = [predict_job(model, tokenizer, job, cfg, train_cfg, device) for job in jobs]
+    files = build_outputs(results, cfg)
+    written = publish(files, cfg.output_dir)
+    _summarize(results, cfg, written)
+    return written
+
+
+def load_model(cfg: PredictConfig) -> tuple[MultiTaskModel, Any, dict[str, TaskDef], dict[str, Any]]:
+    if not cfg.checkpoint:
+        raise UserError("--checkpoint is required: the run's best/ directory, e.g. runs/glue/best")
+    if not os.path.isdir(cfg.checkpoint):
+        raise UserError(f"--checkpoint {cfg.checkpoint}: no such directory; pass the run's best/ directory")
+    directory = cfg.checkpoint
+    if cfg.use_teacher:
+        directory = os.path.join(cfg.checkpoint, TEACHER_DIR)
+        if not os.path.isdir(directory):
+            raise UserError(
+                f"--use_teacher: {cfg.checkpoint} has no EMA teacher ({TEACHER_DIR}/ is missing); it is saved only "
+                "by runs trained with the Bregman teacher (--smart). Drop --use_teacher to predict with the student."
+            )
+    return load_checkpoint(directory)
+
+
+def select_prediction_tasks(model: MultiTaskModel, task_defs: dict[str, TaskDef], cfg: PredictConfig) -> list[TaskDef]:
+    """--tasks, or every task with a head in the checkpoint that has a split of the requested kind."""
+    where = os.path.join(cfg.checkpoint, "task_defs.yml")
+    has_kind = {t: _splits_of_kind(task_defs[t], cfg.split) for t in task_defs}
+    if not cfg.tasks:
+        chosen = [task_defs[t] for t in model.task_to_head if t in task_defs and has_kind[t]]
+        if not chosen:
+            raise ConfigError(f"no task with a head in this checkpoint has a {cfg.split} split", file=where)
+        return chosen
+    chosen = []
+    for name in cfg.tasks.split(","):
+        if name not in task_defs:
+            raise ConfigError(f"unknown task {name!r}; tasks in the checkpoint: {sorted(task_defs)}", file=where)
+        if name not in model.task_to_head:
+            raise ConfigError(
+                f"the checkpoint has no head for task {name!r} (nor for its head {task_defs[name].head!r}); heads: "
+                f"{sorted(model.heads)}. Train the task, or leave it out of --tasks",
+                file=where,
+                task=name,
+                field="--tasks",
+            )
+        if not has_kind[name]:
+            raise ConfigError(
+                f"has no {cfg.split} split (splits: {list(task_defs[name].splits)}); use another --split",
+                file=where,
+                task=name,
+                field="splits",
+            )
+        chosen.append(task_defs[name])
+    return chosen
+
+
+def _splits_of_kind(task: TaskDef, kind: str) -> list[str]:
+    return [s.name for s in (task.dev_splits() if kind == "dev" else task.test_splits())]
+
+
+def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any]) -> list[SplitJob]:
+    """Read every split first, so a missing or malformed file fails before any prediction."""
+    data_dir = cfg.data_dir or train_cfg.get("data_dir", "")
+    cap = train_cfg.get("max_eval_samples", 0) if cfg.max_eval_samples < 0 else cfg.max_eval_samples
+    jobs = []
+    for task in tasks:
+        for split in _splits_of_kind(task, cfg.split):
+            raw = read_split(task, split, data_dir)
+            if cfg.split == "dev":
+                if "label" not in raw.column_names:
+                    raise ConfigError(
+                        "dev split has no label column; metrics need one", task=task.name, field=f"splits.{split}"
+                    )
+                raw = raw.select(range(min(cap, len(raw)))) if cap else raw  # the trainer's cap
+            sdef = task.splits[split]
+            source = sdef.hub if sdef.format == "hub" else split_path(sdef, data_dir)
+            jobs.append(SplitJob(task, split, raw, str(source)))
+    return jobs
+
+
+def predict_job(
+    model: MultiTaskModel, tokenizer, job: SplitJob, cfg: PredictConfig, train_cfg: dict[str, Any], device
+) -> SplitResult:
+    """Tokenize and predict one split exactly as the trainer's evaluation does."""
+    data_dir = cfg.data_dir or train_cfg.get("data_dir", "")
+    cache = cfg.cache_dir or train_cfg.get("cache_dir") or default_cache_dir()
+    key = (source_key(job.task, job.split, data_dir), len(job.raw))
+    tokenized = tokenize_split(job.raw, tokenizer, int(train_cfg.get("max_seq_len", 128)), cache, key)
+    precision = train_cfg.get("precision", "auto") if cfg.precision == FROM_CHECKPOINT else cfg.precision
+    batch_size = cfg.batch_size or int(train_cfg.get("eval_batch_size", 128))
+    preds = predict_split(
+        model,
+        job.task,
+        tokenized,
+        TaskCollator(tokenizer),
+        batch_size,
+        device,
+        show_progress=cfg.progress,
+        autocast_dtype=_autocast_dtype(precision, device),
+    )
+    return SplitResult(job, preds)
+
+
+def build_outputs(results: list[SplitResult], cfg: PredictConfig) -> dict[str, bytes]:
+    """Every output file's bytes, validated; nothing is written here."""
+    files: dict[str, bytes] = {}
+    leaderboard: list[SubmissionFile] = []
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        task, split, ids = r.job.task, r.job.split, r.job.raw["id"]
+        records = prediction_records(task, ids, r.preds.example_idx, r.preds.outputs, r.preds.labels)
+        files[f"{task.name}.{split}.jsonl"] = jsonl_bytes(records)
+        if cfg.split == "dev":
+            metrics.setdefault(task.name, {})[split] = split_metrics(task, r.preds)
+        elif split in task.submission:
+            sub = build_submission(
+                task, task.submission[split], r.job.source, ids, r.preds.example_idx, r.preds.outputs
+            )
+            validate_submission(sub)
+            leaderboard.append(sub)
+    _check_unique_names(leaderboard)
+    for sub in leaderboard:
+        files[sub.name] = sub.text().encode("utf-8")
+    if leaderboard:
+        files[ZIP_NAME] = zip_submission(leaderboard)
+    if cfg.split == "dev":
+        summary = {"results": metrics, "checkpoint": cfg.checkpoint, "teacher": cfg.use_teacher}
+        summary["examples"] = {f"{r.job.task.name}/{r.job.split}": len(r.job.raw) for r in results}
+        files["metrics.json"] = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
+    return files
+
+
+def _check_unique_names(subs: list[SubmissionFile]) -> None:
+    seen: dict[str, str] = {}
+    for sub in subs:
+        if sub.name in seen:
+            raise ConfigError(
+                f"leaderboard file {sub.name!r} is claimed by tasks {seen[sub.name]!r} and {sub.task.name!r}; "
+                "give each test split its own file name; nothing was written",
+                file=sub.task.source_file,
+                task=sub.task.name,
+                field="submission",
+            )
+        seen[sub.name] = sub.task.name
+
+
+def _device(flag: str) -> torch.device:
+    if flag == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(flag)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {flag}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _summarize(results: list[SplitResult], cfg: PredictConfig, written: list[str]) -> None:
+    for r in results:
+        line = f"{r.job.task.name:<8} {r.job.split:<16} {len(r.job.raw):>6} examples"
+        if cfg.split == "dev":
+            ms = split_metrics(r.job.task, r.preds)
+            line += "  " + "  ".join(f"{m}={v:.2f}" for m, v in ms.items())
+        print(line)
+    print(f"wrote {len(written)} files to {cfg.output_dir}: {', '.join(os.path.basename(p) for p in written)}")

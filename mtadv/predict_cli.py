@@ -1,0 +1,30 @@
+"""Command line of predict.py: flags from PredictConfig, errors as `error: ...` and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+
+from mtadv.cli import _quiet_libraries, guarded
+from mtadv.config import add_section_flags
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    from mtadv.predict import PredictConfig
+
+    parser = argparse.ArgumentParser(
+        description="GLUE leaderboard files (--split test) or dev metrics (--split dev) from an mtadv checkpoint."
+    )
+    add_section_flags(parser, PredictConfig)
+    return parser
+
+
+def run_predict_cli(argv: list[str] | None = None) -> int:
+    args = build_predict_parser().parse_args(argv)
+    _quiet_libraries()
+
+    def go() -> None:
+        from mtadv.predict import config_from_namespace, run_predict
+
+        run_predict(config_from_namespace(vars(args)))
+
+    return guarded(go)
