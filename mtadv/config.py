@@ -86,18 +86,49 @@ class AdvConfig:
     adv_replay_dropout: bool = opt(True, "replay the clean forward's dropout masks in adversarial forwards")
     adv_start_epoch: int = opt(0, "first epoch (0-based) in which the regularizer is active")
     adv_warmup_steps: int = opt(0, "optimizer steps before the regularizer starts")
+    bregman_mu: float = opt(0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)")
 
 
-SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig}
+@dataclass
+class TeacherConfig:
+    """The momentum Bregman proximal-point teacher (one EMA model shared by all tasks)."""
+
+    bregman_beta: float = opt(0.99, "EMA momentum β of the teacher: θ̃ ← βθ̃ + (1−β)θ after each optimizer step")
+    bregman_start_step: int = opt(
+        0, "optimizer step at which the teacher is created (a copy of the student) and its term starts"
+    )
+    bregman_ramp_steps: int = opt(0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)")
+    eval_with_teacher: bool = opt(
+        False, "also evaluate the teacher and save it as a model of its own (<checkpoint>/teacher/)"
+    )
+
+
+SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig, "teacher": TeacherConfig}
 
 # Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
+# SMART (Jiang et al., 2020, Sec. 5 "Implementation details"): σ, η, ε, K, ℓ∞, λ_s, μ, β as in the paper.
+PRESETS["smart"] = (
+    "SMART: adversarial regularizer R_s plus the momentum Bregman teacher, with the paper's settings",
+    {
+        "adv": "smart",
+        "adv_init_mag": 1e-5,
+        "adv_lr": 1e-3,
+        "adv_eps": 1e-5,
+        "adv_steps": 1,
+        "adv_norm": "linf",
+        "adv_weight": 1.0,
+        "bregman_mu": 1.0,
+        "bregman_beta": 0.99,
+    },
+)
 
 
 @dataclass
 class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     adv: AdvConfig = field(default_factory=AdvConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

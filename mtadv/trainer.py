@@ -28,7 +28,7 @@ from data_utils.sampler import MultiTaskSampler, TaskBatch
 from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
-from mtadv.checkpoint import save_checkpoint
+from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
 from mtadv.evaluate import predict_split, split_metrics
 from mtadv.losses import TASK_LOSSES
@@ -50,6 +50,7 @@ class TrainState:
     best_step: int = -1
     best_results: Results = field(default_factory=dict)
     skipped_steps: int = 0  # non-finite loss or gradients
+    best_teacher_results: Results = field(default_factory=dict)  # --eval_with_teacher, at the best step
     examples_seen: int = 0
 
 
@@ -160,13 +161,15 @@ class Trainer:
     def _optimizer_step(self, group: list[tuple[str, dict[str, Tensor]]]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
+        counts: dict[str, int] = {}  # a task's keys are averaged over that task's micro-steps only
         finite = True
         for i, (task, batch) in enumerate(group):
             with self._no_sync(last=i == len(group) - 1):
                 step_logs, ok = self._micro_step(task, batch, len(group))
             finite &= ok
             for k, v in step_logs.items():
-                logs[k] = logs.get(k, 0.0) + v / len(group)
+                logs[k], counts[k] = logs.get(k, 0.0) + v, counts.get(k, 0) + 1
+        logs = {k: v / counts[k] for k, v in logs.items()}
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip()
         if finite and math.isfinite(grad_norm):
@@ -281,18 +284,46 @@ class Trainer:
         results = self.evaluate()
         self._last_eval_step = self.state.step
         self.tracker.metrics(self.state.step, results)
+        teacher_results = self._evaluate_teacher()
         value = self.selection_value(results)
         improved = value is not None and (self.state.best_value is None or value > self.state.best_value)
         if improved or (value is None and not self.state.best_results):
             self.state.best_value, self.state.best_step, self.state.best_results = value, self.state.step, results
+            self.state.best_teacher_results = teacher_results
             self.save("best")
-        self.last_results = results
+        self.last_results, self.last_teacher_results = results, teacher_results
+
+    def teacher_model(self) -> nn.Module | None:
+        """The EMA teacher, if a regularizer keeps one and it has started."""
+        return next((r.teacher for r in self._unique_regularizers() if r.teacher is not None), None)
+
+    def _evaluate_teacher(self) -> Results:
+        """--eval_with_teacher: the teacher's dev metrics, logged as dev_teacher/<task>/<split>/<metric>."""
+        teacher = self.teacher_model()
+        if not self.cfg.teacher.eval_with_teacher or teacher is None:
+            return {}
+        results = self.evaluate(teacher)
+        flat = {
+            f"dev_teacher/{t}/{s}/{m}": v for t, sp in results.items() for s, ms in sp.items() for m, v in ms.items()
+        }
+        self.tracker.scalars(self.state.step, flat, kind="eval")
+        return results
 
     def save(self, name: str) -> None:
         if self.rank != 0:
             return
+        teacher = self.teacher_model()
+
+        def write_teacher(tmp) -> None:  # <checkpoint>/teacher/: a complete checkpoint of its own
+            save_checkpoint(tmp / TEACHER_DIR, teacher, self.tokenizer, self.task_def_text, self.cfg.to_dict())
+
         save_checkpoint(
-            f"{self.tracker.output_dir}/{name}", self.model, self.tokenizer, self.task_def_text, self.cfg.to_dict()
+            f"{self.tracker.output_dir}/{name}",
+            self.model,
+            self.tokenizer,
+            self.task_def_text,
+            self.cfg.to_dict(),
+            extra=write_teacher if teacher is not None else None,
         )
 
     def _finish(self, seconds: float) -> dict[str, Any]:
@@ -316,6 +347,12 @@ class Trainer:
             },
             "run": run,
         }
+        if self.cfg.teacher.eval_with_teacher:
+            payload["teacher"] = {
+                "results": s.best_teacher_results,
+                "final": getattr(self, "last_teacher_results", {}),
+                "checkpoint": f"{self.tracker.output_dir}/best/{TEACHER_DIR}",
+            }
         self.tracker.write_results(payload)
         if self.rank == 0:
             print(

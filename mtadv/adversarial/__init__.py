@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from mtadv.adversarial import smart  # noqa: F401  (registers "smart")
+from mtadv.adversarial import (  # noqa: F401  (importing a method's module registers it)
+    alum,
+    awp,
+    fgm,
+    freeat,
+    freelb,
+    grad_penalty,
+    pgd,
+    smart,
+    vat,
+)
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.config import RunConfig, adv_config_for_task
 from mtadv.errors import ConfigError
@@ -14,6 +24,7 @@ __all__ = ["ADV_METHODS", "Regularizer", "StepContext", "build_regularizers"]
 def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, list[Regularizer]]:
     """Each task's regularizers: the CLI's method and settings, overridden by the task's `adv:`."""
     out: dict[str, list[Regularizer]] = {}
+    mu: dict[str, float] = {}  # each task's Bregman weight μ (0: no teacher term)
     for name, task in tasks.items():
         adv = adv_config_for_task(cfg.adv, task.adv, name, task.source_file)
         regs: list[Regularizer] = []
@@ -27,4 +38,23 @@ def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, l
                 ) from None
             regs.append(method(adv))
         out[name] = regs
+        mu[name] = adv.bregman_mu
+    _add_bregman_teacher(cfg, out, mu)
     return out
+
+
+def _add_bregman_teacher(cfg: RunConfig, out: dict[str, list[Regularizer]], mu: dict[str, float]) -> None:
+    """ONE EMA teacher shared by every task with μ > 0 (the trainer runs its hooks once)."""
+    from mtadv.teacher import BregmanTeacher  # here: mtadv.teacher imports this package
+
+    for name, m in mu.items():
+        if m < 0:
+            raise ConfigError(f"bregman_mu must be >= 0, got {m}", task=name, field="bregman_mu")
+    if not 0.0 <= cfg.teacher.bregman_beta < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {cfg.teacher.bregman_beta}", field="--bregman_beta")
+    users = {name: m for name, m in mu.items() if m > 0}
+    if not users:
+        return
+    teacher = BregmanTeacher(cfg.teacher, users)
+    for name in users:
+        out[name].append(teacher)

@@ -79,6 +79,11 @@ class Regularizer:
     def on_optimizer_step(self, model: nn.Module) -> None:
         pass
 
+    @property
+    def teacher(self) -> nn.Module | None:
+        """A model of its own that this regularizer keeps (the EMA teacher), to evaluate and save."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext, zero_loss
 from mtadv.adversarial.perturb import gaussian_noise, norm_of, normalize, project
+from mtadv.config import AdvConfig
 from mtadv.losses import LossFn
 
 
@@ -77,6 +78,10 @@ class SmartRegularizer(Regularizer):
 
     name = "smart"
 
+    def __init__(self, cfg: AdvConfig) -> None:
+        super().__init__(cfg)
+        self.skipped = 0  # steps whose ascent gradient or R_s was non-finite; cumulative, saved
+
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
         replay = c.adv_replay_dropout
@@ -98,11 +103,26 @@ class SmartRegularizer(Regularizer):
             level=c.adv_norm_level,
         )
         if ascent.skipped:
-            return zero_loss(ctx), {"adv_skipped": 1.0}
+            return self._skip(ctx)
         self.last_delta = ascent.delta  # for inspection in tests: (B, T, H)
         adv_out = forward(ctx.embeds + ascent.delta)  # attached: gradients through x̃ and θ
         r_s = ctx.divergence(adv_out, ctx.logits)  # gradients through both branches
         if not torch.isfinite(r_s):
-            return zero_loss(ctx), {"adv_skipped": 1.0}
+            return self._skip(ctx)
         delta_norm = norm_of(ascent.delta, c.adv_norm, c.adv_norm_level).max().item()
-        return c.adv_weight * r_s, {"adv_loss": r_s.item(), "adv_delta_norm": delta_norm, "adv_skipped": 0.0}
+        return c.adv_weight * r_s, {
+            "adv_loss": r_s.item(),
+            "adv_delta_norm": delta_norm,  # max over tokens/examples of ‖δ‖ (≤ ε)
+            "adv_skipped_total": float(self.skipped),
+        }
+
+    def _skip(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        """A NaN/inf in the ascent: no R_s this step (nothing reaches the weights); counted."""
+        self.skipped += 1
+        return zero_loss(ctx), {"adv_skipped_total": float(self.skipped)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = int(state.get("skipped", 0))

@@ -1,0 +1,102 @@
+"""SMART's momentum Bregman proximal point: an EMA teacher and its divergence term.
+
+Jiang et al., 2020, "SMART", Eq. (3) and Algorithm 1 (the "vanilla" Bregman proximal point
+with momentum):
+
+    θ_{t+1} = argmin_θ  F(θ) + μ · D_Breg(θ, θ̃_t),   D_Breg(θ, θ̃) = 1/n Σ_i ℓ_s(f(x_i; θ), f(x_i; θ̃))
+    θ̃_{t+1} = β θ̃_t + (1 − β) θ_{t+1}                                   (after each optimizer step)
+
+One teacher θ̃ is shared by every task (it is a copy of the whole multi-task model); μ may differ
+per task (`bregman_mu`, overridable in a task's `adv:`). The teacher runs under `no_grad` in eval
+mode (no dropout), so it adds one forward without gradients per micro-step. The averaging is
+`torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(β)`, buffers included.
+
+Paper settings: μ = 1, β = 0.99 (flags --bregman_mu, --bregman_beta). Our default start differs
+(--bregman_start_step, --bregman_ramp_steps; see README section "SMART"): a teacher whose task
+head is freshly initialized predicts near-uniformly, and μ = 1 from step 0 pulls the student
+toward that. Starting the teacher later means it is (re)initialized to the student at the start
+step, then averaged from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from mtadv.adversarial.base import Regularizer, StepContext
+from mtadv.config import TeacherConfig
+
+
+class BregmanTeacher(Regularizer):
+    """μ_task · ℓ_s(f(x; θ), f(x; θ̃)) with θ̃ the EMA of θ; one instance shared by all tasks."""
+
+    name = "bregman"
+
+    def __init__(self, cfg: TeacherConfig, mu_by_task: dict[str, float]) -> None:
+        self.cfg = cfg
+        self.mu_by_task = dict(mu_by_task)
+        self.averaged: AveragedModel | None = None  # built at the start step from the student
+        self._pending: dict[str, Any] | None = None  # loaded state waiting for a model to copy
+
+    # ------------------------------------------------------------ schedule
+    def active(self, step: int, epoch: int) -> bool:
+        return step >= self.cfg.bregman_start_step
+
+    def weight(self, task: str, step: int) -> float:
+        """μ for the task, ramped linearly over bregman_ramp_steps after the start step."""
+        mu = self.mu_by_task.get(task, 0.0)
+        ramp = self.cfg.bregman_ramp_steps
+        if ramp <= 0:
+            return mu
+        return mu * min(1.0, (step - self.cfg.bregman_start_step + 1) / ramp)
+
+    # ------------------------------------------------------------ the term
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The averaged multi-task model (eval mode), or None before the start step."""
+        return None if self.averaged is None else self.averaged.module
+
+    def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        self._ensure_teacher(ctx.model)
+        teacher = self.teacher
+        with torch.no_grad():
+            target = teacher(ctx.batch, task=ctx.task.name)  # (B, C) or (B,): f(x; θ̃)
+        breg = ctx.divergence(ctx.logits, target)  # gradient through the student only
+        mu = self.weight(ctx.task.name, ctx.step)
+        return mu * breg, {"bregman_loss": breg.item(), "bregman_mu": mu}
+
+    def on_optimizer_step(self, model: nn.Module) -> None:
+        if self._pending is not None:  # resumed after the start step: restore θ̃ before averaging
+            self._ensure_teacher(model)
+        if self.averaged is not None:
+            self.averaged.update_parameters(model)  # θ̃ ← βθ̃ + (1−β)θ (parameters and buffers)
+
+    def _ensure_teacher(self, model: nn.Module) -> None:
+        if self.averaged is not None:
+            return
+        averaged = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.bregman_beta), use_buffers=True
+        )  # deep copy of the student: θ̃_0 = θ at the start step
+        averaged.update_parameters(model)  # n_averaged 0 -> 1 (the first update copies)
+        averaged.eval().requires_grad_(False)
+        self.averaged = averaged
+        if self._pending is not None:
+            averaged.load_state_dict(self._pending)
+            self._pending = None
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        if self.averaged is None:
+            return dict(self._pending or {})
+        return {k: v.detach().cpu().clone() for k, v in self.averaged.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.averaged, self._pending = None, None
+        elif self.averaged is not None:
+            self.averaged.load_state_dict(state)
+        else:
+            self._pending = dict(state)  # materialized when the model is next seen
