@@ -163,7 +163,8 @@ def _splits_of_kind(task: TaskDef, kind: str) -> list[str]:
 
 def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any]) -> list[SplitJob]:
     """Read every split first, so a missing or malformed file fails before any prediction."""
-    data_dir = cfg.data_dir or train_cfg.get("data_dir", "")
+    data_dir = _data_dir(cfg, train_cfg)
+    _check_files_exist(tasks, cfg, data_dir)
     cap = train_cfg.get("max_eval_samples", 0) if cfg.max_eval_samples < 0 else cfg.max_eval_samples
     jobs = []
     for task in tasks:
@@ -181,11 +182,37 @@ def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any
     return jobs
 
 
+def _data_dir(cfg: PredictConfig, train_cfg: dict[str, Any]) -> str:
+    return cfg.data_dir or train_cfg.get("data_dir", "")
+
+
+def _check_files_exist(tasks: list[TaskDef], cfg: PredictConfig, data_dir: str) -> None:
+    """A missing file is an error (a submission must be complete); say which tasks could be predicted."""
+    missing, complete = [], []
+    for task in tasks:
+        splits = [task.splits[s] for s in _splits_of_kind(task, cfg.split)]
+        absent = [s for s in splits if s.format != "hub" and not os.path.isfile(split_path(s, data_dir))]
+        missing += [(task, s) for s in absent]
+        if not absent:
+            complete.append(task.name)
+    if not missing:
+        return
+    task, split = missing[0]
+    hint = f"; to predict only the tasks whose files exist, pass --tasks {','.join(complete)}" if complete else ""
+    raise ConfigError(
+        f"data file not found ({len(missing)} missing); check --data_dir ({data_dir}) and splits.{split.name}.path"
+        + hint,
+        file=split_path(split, data_dir),
+        task=task.name,
+        field=f"splits.{split.name}.path",
+    )
+
+
 def predict_job(
     model: MultiTaskModel, tokenizer, job: SplitJob, cfg: PredictConfig, train_cfg: dict[str, Any], device
 ) -> SplitResult:
     """Tokenize and predict one split exactly as the trainer's evaluation does."""
-    data_dir = cfg.data_dir or train_cfg.get("data_dir", "")
+    data_dir = _data_dir(cfg, train_cfg)
     cache = cfg.cache_dir or train_cfg.get("cache_dir") or default_cache_dir()
     key = (source_key(job.task, job.split, data_dir), len(job.raw))
     tokenized = tokenize_split(job.raw, tokenizer, int(train_cfg.get("max_seq_len", 128)), cache, key)

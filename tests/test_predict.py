@@ -8,6 +8,7 @@ file formats, orders and index values are exactly what a real run produces.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import re
 import shutil
@@ -243,6 +244,10 @@ def test_missing_test_file_fails_naming_it(tmp_path, capsys, glue_checkpoint):
     (data / "WNLI/test.tsv").unlink()
     argv = ["--checkpoint", str(glue_checkpoint), "--data_dir", str(data)]
     _fails_writing_nothing(capsys, argv, tmp_path / "out", "WNLI/test.tsv", "splits.test.path", "--data_dir")
+    argv = ["--checkpoint", str(glue_checkpoint), "--data_dir", str(data), "--output_dir", str(tmp_path / "out")]
+    predict_main(argv)
+    hint = capsys.readouterr().err.split("pass --tasks ")[1].split()[0]
+    assert set(hint.split(",")) == {"cola", "sst", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "ax"}
 
 
 def test_task_without_a_head_fails(tmp_path, capsys, tiny_encoder):
@@ -350,3 +355,33 @@ def test_stsb_predictions_are_real_floats_within_range(tmp_path, tiny_encoder):
     values = [float(v) for _, v in rows]
     assert all(STSB_VALUE.match(v) for _, v in rows) and all(0.0 <= v <= 5.0 for v in values)
     assert len(set(values)) > 1 and max(values) > 0.0  # not the reference's constant 0
+
+
+# ---------------------------------------------------------------- the leaderboard-style validator
+
+
+def _validator():
+    path = Path(__file__).parent.parent / "benchmarks" / "validate_submission.py"
+    spec = importlib.util.spec_from_file_location("validate_submission", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_independent_validator_accepts_the_submission(submission, capsys):
+    assert _validator().main(["--zip", str(submission / "submission.zip"), "--glue_dir", str(CUT)]) == 0
+    assert "PASS: 11 leaderboard files" in capsys.readouterr().out
+
+
+def test_independent_validator_rejects_a_tampered_zip(submission, tmp_path, capsys):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(submission / "submission.zip") as src, zipfile.ZipFile(bad, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name).decode()
+            if name == "RTE.tsv":
+                data = data.replace("2003\t", "2002\t")
+            if name != "WNLI.tsv":
+                dst.writestr(name if name != "AX.tsv" else "sub/AX.tsv", data)
+    assert _validator().main(["--zip", str(bad), "--glue_dir", str(CUT)]) == 1
+    out = capsys.readouterr().out
+    assert "repeated indices: ['2002']" in out and "WNLI.tsv" in out and "'sub/AX.tsv'" in out
