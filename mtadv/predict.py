@@ -68,7 +68,7 @@ class PredictConfig:
     )
     use_teacher: bool = opt(False, "predict with the EMA teacher saved in the checkpoint's teacher/ folder")
     progress: bool = opt(True, "show progress bars")
-    cache_dir: str = opt("", "tokenization cache (default: $MTADV_CACHE or ~/.cache/mtadv)")
+    cache_dir: str = opt("", "tokenization cache (empty: $MTADV_CACHE or ~/.cache/mtadv)")
 
 
 @dataclass
