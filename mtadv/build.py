@@ -18,11 +18,13 @@ from transformers import set_seed
 
 from data_utils.readers import read_split
 from data_utils.tokenize import TokenizedSplit, default_cache_dir, tokenize_split
+from mtadv import distributed, run_dir
 from mtadv.adversarial import build_regularizers
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
 from mtadv.config import RunConfig
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
+from mtadv.resume import load_training_state
 from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
 from mtadv.tracking import RunTracker
 from mtadv.trainer import LOWER_IS_BETTER, Trainer
@@ -105,13 +107,28 @@ def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def build_model(cfg: RunConfig, tasks: dict[str, TaskDef]):
-    encoder, tokenizer = load_encoder(cfg.train.init_checkpoint, cfg.train.trust_remote_code)
+def build_model(cfg: RunConfig, tasks: dict[str, TaskDef], weights_from: Path | None = None):
+    """The model from --init_checkpoint, or, when resuming, from the checkpoint being resumed."""
+    source = str(weights_from) if weights_from else cfg.train.init_checkpoint
+    encoder, tokenizer = load_encoder(source, cfg.train.trust_remote_code)
     model = MultiTaskModel(encoder, tasks, head_dropout=cfg.train.head_dropout)
-    path = resolve_model_path(cfg.train.init_checkpoint)
+    path = resolve_model_path(source)
     if os.path.isdir(path):
-        load_heads_into(model, path)  # continuing from an mtadv checkpoint keeps its heads
+        loaded = load_heads_into(model, path)  # continuing from an mtadv checkpoint keeps its heads
+        missing = sorted(set(model.heads) - set(loaded))
+        if weights_from and missing:
+            raise ConfigError(f"has no weights for head(s) {missing}; it belongs to another run", file=source)
     return model, tokenizer
+
+
+def report_truncation(train: dict[str, TokenizedSplit], max_seq_len: int) -> None:
+    """Long inputs are cut to --max_seq_len, not rejected; say how many (results.json has the counts)."""
+    for task, split in train.items():
+        if split.n_truncated:
+            print(
+                f"note: task {task!r}: {split.n_truncated} of {len(split.data)} training examples are longer "
+                f"than --max_seq_len {max_seq_len} and were truncated (run.truncated_examples in results.json)"
+            )
 
 
 def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
@@ -140,10 +157,6 @@ def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
         )
 
 
-def prepare_output_dir(path: str) -> None:
-    Path(path).mkdir(parents=True, exist_ok=True)
-
-
 def build_trainer(cfg: RunConfig) -> Trainer:
     tc = cfg.train
     all_tasks = load_task_defs(tc.task_def)
@@ -151,21 +164,28 @@ def build_trainer(cfg: RunConfig) -> Trainer:
     check_run_flags(cfg, tasks)
     regularizers = build_regularizers(cfg, tasks)
     raw = read_task_data(tasks, tc.data_dir, tc.max_train_samples, tc.max_eval_samples)
+    resume_from, clear = run_dir.plan_output_dir(cfg, list(tasks))  # a different run there: error, nothing written
     dist_info, device = init_distributed(tc.device)
     set_seed(tc.seed)
-    model, tokenizer = build_model(cfg, tasks)
+    model, tokenizer = build_model(cfg, tasks, weights_from=resume_from)
     train, evals = tokenize_all(raw, tasks, tokenizer, cfg)
+    if dist_info.rank == 0:
+        report_truncation(train, tc.max_seq_len)
     model.to(device)
     ddp_model = None
     if dist_info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
+    resume_step = run_dir.checkpoint_step(resume_from) if resume_from else None
     if dist_info.rank == 0:
-        prepare_output_dir(tc.output_dir)
-    tracker = RunTracker(tc.output_dir, enabled=dist_info.rank == 0)
+        identity = run_dir.run_identity(cfg, list(tasks))
+        run_dir.prepare_output_dir(Path(tc.output_dir), identity, clear, resume_step)
+    distributed.barrier()
+    purge = None if resume_step is None else resume_step + 1  # TensorBoard drops events logged after it
+    tracker = RunTracker(tc.output_dir, enabled=dist_info.rank == 0, purge_step=purge)
     task_def_text = Path(tc.task_def).read_text(encoding="utf-8")
-    return Trainer(
+    trainer = Trainer(
         cfg,
         model,
         tokenizer,
@@ -180,3 +200,8 @@ def build_trainer(cfg: RunConfig) -> Trainer:
         rank=dist_info.rank,
         world_size=dist_info.world_size,
     )
+    if resume_from is not None:
+        load_training_state(trainer, resume_from)
+        if dist_info.rank == 0:
+            print(f"resuming from {resume_from} (step {trainer.state.step} of {trainer.total_steps})")
+    return trainer

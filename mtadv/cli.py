@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from mtadv.errors import UserError
+from mtadv.signals import Interrupted
 
 
 def _quiet_libraries() -> None:
@@ -28,6 +29,9 @@ def guarded(fn: Callable[[], object]) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint was written; 128 + signal number
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

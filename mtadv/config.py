@@ -58,7 +58,10 @@ class TrainConfig:
         "auto", "fp32, bf16, fp16, or auto (bf16/fp16 on GPU, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16")
     )
     eval_steps: int = opt(0, "evaluate every N optimizer steps (0: after each epoch only)")
-    save_steps: int = opt(0, "write a checkpoint every N optimizer steps (0: only the best)")
+    save_steps: int = opt(
+        0, "write a resumable checkpoint-<step>/ every N optimizer steps (0: at the end of each epoch)"
+    )
+    save_total_limit: int = opt(2, "keep the newest N checkpoint-<step>/ directories, plus best/ (0: keep all)")
     max_train_samples: int = opt(0, "cap training examples per task (0: all)")
     max_eval_samples: int = opt(0, "cap evaluation examples per task and split (0: all)")
     metric_for_best: str = opt(
@@ -69,6 +72,13 @@ class TrainConfig:
     num_workers: int = opt(0, "DataLoader worker processes")
     log_steps: int = opt(10, "log training scalars every N optimizer steps")
     trust_remote_code: bool = opt(False, "allow model repositories to run their own code (off: safe)")
+    resume: bool = opt(
+        False, "require resuming from the newest checkpoint in --output_dir (a restart on it resumes anyway)"
+    )
+    overwrite_output_dir: bool = opt(False, "discard a different run already in --output_dir instead of stopping")
+    max_skipped_steps: int = opt(
+        25, "stop after this many optimizer steps in a row skipped for a NaN/inf loss or gradient (0: never)"
+    )
 
 
 @dataclass

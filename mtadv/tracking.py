@@ -15,10 +15,10 @@ Results = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> v
 class RunTracker:
     """Writes every scalar to TensorBoard (`<out>/tb`) and `<out>/history.jsonl`; rank 0 only."""
 
-    def __init__(self, output_dir: str, enabled: bool = True) -> None:
+    def __init__(self, output_dir: str, enabled: bool = True, purge_step: int | None = None) -> None:
         self.enabled = enabled
         self.output_dir = output_dir
-        self.writer = SummaryWriter(os.path.join(output_dir, "tb")) if enabled else None
+        self.writer = SummaryWriter(os.path.join(output_dir, "tb"), purge_step=purge_step) if enabled else None
         self._history = open(os.path.join(output_dir, "history.jsonl"), "a") if enabled else None
 
     def scalars(self, step: int, values: dict[str, float], kind: str = "train") -> None:

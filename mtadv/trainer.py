@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +29,18 @@ from transformers import get_scheduler
 from data_utils.collate import TaskCollator
 from data_utils.sampler import MultiTaskSampler, TaskBatch
 from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
+from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
 from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
+from mtadv.errors import UserError
 from mtadv.evaluate import predict_split, split_metrics
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
+from mtadv.resume import chain_writers, rank_local_state, write_training_state
+from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
+from mtadv.signals import Interrupted, StopOnSignal
 from mtadv.taskdef import TaskDef
 from mtadv.tracking import Results, RunTracker, format_results_table
 
@@ -52,6 +60,10 @@ class TrainState:
     skipped_steps: int = 0  # non-finite loss or gradients
     best_teacher_results: Results = field(default_factory=dict)  # --eval_with_teacher, at the best step
     examples_seen: int = 0
+    consecutive_skipped: int = 0  # skipped steps in a row; --max_skipped_steps stops the run
+    last_eval_step: int = -1
+    last_results: Results = field(default_factory=dict)  # the latest evaluation ('final' in results.json)
+    last_teacher_results: Results = field(default_factory=dict)
 
 
 class PlanDataset(Dataset):
@@ -116,38 +128,66 @@ class Trainer:
         self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.state = TrainState()
-        self._last_eval_step = -1
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
+
+    # Evaluation results live in TrainState, so they survive a resume.
+    last_results = property(lambda self: self.state.last_results, lambda self, v: _set(self, "last_results", v))
+    last_teacher_results = property(
+        lambda self: self.state.last_teacher_results, lambda self, v: _set(self, "last_teacher_results", v)
+    )
+    _last_eval_step = property(lambda self: self.state.last_eval_step, lambda self, v: _set(self, "last_eval_step", v))
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
         start, bar = time.perf_counter(), self._progress_bar()
-        while self.state.step < self.total_steps:
-            for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
-                for _ in range(self.replays):  # FreeAT-style replay; 1 for every other method
-                    logs = self._optimizer_step(group)
-                    self.state.step += 1
-                    bar.update(1)
-                    self._after_step(logs, bar)
+        with StopOnSignal() as stop:  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
+            while self.state.step < self.total_steps:
+                for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
+                    first_step = self.state.step + 1
+                    for _ in range(self.replays):  # FreeAT-style replay; 1 for every other method
+                        logs = self._optimizer_step(group)
+                        self.state.step += 1
+                        bar.update(1)
+                        self._after_step(logs, bar)
+                        if self.state.step >= self.total_steps:
+                            break
+                    self.state.batch_in_epoch += len(group)
+                    self._at_group_end(first_step, stop)  # mid-epoch checkpoints happen only here
                     if self.state.step >= self.total_steps:
                         break
-                self.state.batch_in_epoch += len(group)
-                if self.state.step >= self.total_steps:
-                    break
-            else:
-                self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
-                if not self.tc.eval_steps:
-                    self._evaluate_and_keep_best()
-        bar.close()
-        if self._last_eval_step != self.state.step:
-            self._evaluate_and_keep_best()
+                else:
+                    self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+                    if not self.tc.eval_steps:
+                        self._evaluate_and_keep_best()
+                    if not self.tc.save_steps:
+                        self.save_training_checkpoint()
+            bar.close()
+            if self._last_eval_step != self.state.step:
+                self._evaluate_and_keep_best()
+            self.save_training_checkpoint()  # the final state: a finished run resumes straight to its results
         return self._finish(time.perf_counter() - start)
+
+    def _at_group_end(self, first_step: int, stop: StopOnSignal) -> None:
+        """After a whole grad-accumulation group and its replays: checkpoint if due; stop on a signal."""
+        every = self.tc.save_steps
+        due = every > 0 and self.state.step < self.total_steps  # the final checkpoint comes after training
+        due = due and any(s % every == 0 for s in range(first_step, self.state.step + 1))
+        stopping = distributed.any_rank(stop.requested is not None)  # every rank stops at the same step
+        path = self.save_training_checkpoint() if due or stopping else None
+        if stopping:
+            raise Interrupted(stop.requested or signal.SIGTERM, path if self.rank == 0 else None)
 
     def _groups(self, epoch: int, start: int):
         """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
         plan = list(self.sampler.iterate(epoch, start))
         loader = DataLoader(
-            PlanDataset(plan, self.rows, self.collator), batch_size=None, shuffle=False, num_workers=self.tc.num_workers
+            PlanDataset(plan, self.rows, self.collator),
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.tc.num_workers,
+            # its own generator: creating the iterator then draws no number from the global torch RNG,
+            # so an epoch resumed mid-way sees the same random stream as an uninterrupted one
+            generator=torch.Generator().manual_seed(self.tc.seed + epoch),
         )
         group: list[tuple[str, dict[str, Tensor]]] = []
         for task, batch in loader:
@@ -170,9 +210,11 @@ class Trainer:
             for k, v in step_logs.items():
                 logs[k], counts[k] = logs.get(k, 0.0) + v, counts.get(k, 0) + 1
         logs = {k: v / counts[k] for k, v in logs.items()}
+        finite = distributed.all_ranks(finite)  # ranks skip together or not at all
         self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip()
         if finite and math.isfinite(grad_norm):
+            self.state.consecutive_skipped = 0
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
@@ -180,8 +222,10 @@ class Trainer:
                 reg.on_optimizer_step(self.model)
         else:
             self.state.skipped_steps += 1
+            self.state.consecutive_skipped += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
+            self._stop_if_diverged()
         logs.update(
             {
                 "train/grad_norm": grad_norm,
@@ -208,12 +252,29 @@ class Trainer:
                     reg_loss, reg_logs = reg.loss(ctx)
                     loss = loss + reg_loss
                     logs.update({f"train/{task}/{k}": v for k, v in reg_logs.items()})
+        if faults.loss_is_poisoned(self.state.step):  # tests: a NaN loss from a given step on
+            loss = loss * float("nan")
         logs[f"train/{task}/total_loss"] = loss.item()
         self.state.examples_seen += batch["input_ids"].shape[0] * self.world_size
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not finite and self.world_size == 1:
             return logs, False
+        # Under DDP every rank must run its backward (the gradient all-reduce); a NaN on one rank then
+        # reaches every rank's gradients and the step is skipped everywhere.
         self.scaler.scale(loss / n_micro).backward()
-        return logs, True
+        return logs, finite
+
+    def _stop_if_diverged(self) -> None:
+        limit, n = self.tc.max_skipped_steps, self.state.consecutive_skipped
+        if limit <= 0 or n < limit:
+            return
+        last = latest_checkpoint(self.tracker.output_dir)
+        raise UserError(
+            f"training stopped at step {self.state.step + 1}: the loss or gradients were NaN/inf in {n} optimizer "
+            f"steps in a row (--max_skipped_steps {limit}); the weights were left at the last good step"
+            + (f" and the newest checkpoint, {last}, is intact" if last else "")
+            + ". Lower --learning_rate, check the training data for bad labels, or use --precision fp32"
+        )
 
     # ---------------------------------------------------------------- helpers
     def _clip(self) -> float:
@@ -249,25 +310,27 @@ class Trainer:
                 bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", lr=f"{logs['train/lr']:.2e}")
         if self.tc.eval_steps and step % self.tc.eval_steps == 0:
             self._evaluate_and_keep_best()
-        if self.tc.save_steps and step % self.tc.save_steps == 0:
-            self.save(f"checkpoint-{step}")
+        faults.after_step(step)  # tests: kill or signal the run at an exact step
 
     # ---------------------------------------------------------------- evaluation and checkpoints
     def evaluate(self, model: nn.Module | None = None) -> Results:
         model = model or self.model
         results: Results = {}
-        for (task, split), data in self.eval_splits.items():
-            preds = predict_split(
-                model,
-                self.tasks[task],
-                data,
-                self.collator,
-                self.tc.eval_batch_size,
-                self.device,
-                show_progress=self.rank == 0,
-                autocast_dtype=self.autocast_dtype,
-            )
-            results.setdefault(task, {})[split] = split_metrics(self.tasks[task], preds)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # evaluating never moves the training RNG streams
+            for (task, split), data in self.eval_splits.items():
+                preds = predict_split(
+                    model,
+                    self.tasks[task],
+                    distributed.shard_split(data, self.rank, self.world_size),  # this rank's rows
+                    self.collator,
+                    self.tc.eval_batch_size,
+                    self.device,
+                    show_progress=self.rank == 0,
+                    autocast_dtype=self.autocast_dtype,
+                )
+                preds = distributed.gather_predictions(preds)  # all rows, in order, on every rank
+                results.setdefault(task, {})[split] = split_metrics(self.tasks[task], preds)
         return results
 
     def selection_value(self, results: Results) -> float | None:
@@ -309,9 +372,30 @@ class Trainer:
         self.tracker.scalars(self.state.step, flat, kind="eval")
         return results
 
-    def save(self, name: str) -> None:
+    def save_training_checkpoint(self) -> str:
+        """checkpoint-<step>/: the model plus training_state/ for exact resume. Every rank calls this."""
+        states = distributed.gather_to_main(rank_local_state(self))  # RNG etc. of every rank, on rank 0
+        name = f"checkpoint-{self.state.step}"
+        if self.rank == 0:
+            self.save(name, extra=lambda tmp: write_training_state(tmp, self, states))
+            rotate_checkpoints(Path(self.tracker.output_dir), self.tc.save_total_limit)
+        return f"{self.tracker.output_dir}/{name}"
+
+    def save(self, name: str, extra: Callable[[Path], None] | None = None) -> None:
+        """Write <output_dir>/<name> atomically (rank 0); a full disk is a clear error, not a traceback."""
         if self.rank != 0:
             return
+        try:
+            self._save(name, extra)
+        except OSError as e:
+            last = latest_checkpoint(self.tracker.output_dir)
+            raise UserError(
+                f"could not write {self.tracker.output_dir}/{name}: {e}. "
+                + (f"The previous checkpoint {last} is intact; " if last else "No earlier checkpoint exists; ")
+                + "free disk space (or fix permissions) and rerun the same command to resume"
+            ) from None
+
+    def _save(self, name: str, extra: Callable[[Path], None] | None) -> None:
         teacher = self.teacher_model()
 
         def write_teacher(tmp) -> None:  # <checkpoint>/teacher/: a complete checkpoint of its own
@@ -323,7 +407,7 @@ class Trainer:
             self.tokenizer,
             self.task_def_text,
             self.cfg.to_dict(),
-            extra=write_teacher if teacher is not None else None,
+            extra=chain_writers(write_teacher if teacher is not None else None, extra),
         )
 
     def _finish(self, seconds: float) -> dict[str, Any]:
@@ -365,6 +449,10 @@ class Trainer:
                 f"{s.skipped_steps} skipped steps"
             )
         return payload
+
+
+def _set(trainer: Trainer, field_name: str, value: Any) -> None:
+    setattr(trainer.state, field_name, value)
 
 
 def _model_rows(split: TokenizedSplit) -> list[dict]:

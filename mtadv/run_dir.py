@@ -1,0 +1,192 @@
+"""The output directory: which run it holds, whether this run may use it, checkpoint housekeeping.
+
+A run's identity is its resolved configuration, written to `<output_dir>/run_config.json` when
+the run starts. Starting again on a directory that holds
+- nothing of mtadv's: a fresh run;
+- the same run (same identity) with a `checkpoint-<step>/`: resume from the newest one;
+- the same run without a checkpoint: start over (nothing to resume from);
+- a different run: an error naming the differing flags, unless --overwrite_output_dir.
+`--resume` makes "resume" mandatory: no checkpoint, or a different run, is an error.
+Flags in OPERATIONAL change how a run is carried out, not what it computes, so they may change
+between a run and its resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mtadv.config import RunConfig
+from mtadv.errors import UserError
+from mtadv.resume import has_training_state
+
+RUN_CONFIG_FILE = "run_config.json"
+HISTORY_FILE = "history.jsonl"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+RUN_ENTRIES = (RUN_CONFIG_FILE, "results.json", HISTORY_FILE, "tb", "best")  # besides checkpoint-*/
+OPERATIONAL = {
+    "output_dir",
+    "resume",
+    "overwrite_output_dir",
+    "save_steps",
+    "save_total_limit",
+    "log_steps",
+    "eval_batch_size",
+    "num_workers",
+    "device",
+    "cache_dir",
+    "max_skipped_steps",
+    "trust_remote_code",
+}
+
+
+def run_identity(cfg: RunConfig, task_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The resolved configuration, with --tasks spelled out (the default means 'every task')."""
+    ident = cfg.to_dict()
+    ident["train"]["tasks"] = ",".join(task_names)
+    return ident
+
+
+def checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete training checkpoint, oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = []
+    for p in out.iterdir():
+        m = CHECKPOINT_RE.match(p.name)
+        if m and p.is_dir() and has_training_state(p):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT_RE.match(path.name).group(1))
+
+
+def holds_run(output_dir: Path) -> bool:
+    if not output_dir.is_dir():
+        return False
+    return any((output_dir / e).exists() for e in RUN_ENTRIES) or any(
+        CHECKPOINT_RE.match(p.name) for p in output_dir.iterdir()
+    )
+
+
+def plan_output_dir(cfg: RunConfig, task_names: list[str]) -> tuple[Path | None, bool]:
+    """(checkpoint to resume from or None, whether to clear the directory first). Reads only."""
+    tc, out = cfg.train, Path(cfg.train.output_dir)
+    if not holds_run(out):
+        if tc.resume:
+            raise UserError(f"--resume: --output_dir {out} holds no run to resume; drop --resume to start one")
+        return None, False
+    if tc.overwrite_output_dir:
+        if tc.resume:
+            raise UserError("--resume and --overwrite_output_dir contradict each other; pass one of them")
+        return None, True
+    _check_same_run(out, run_identity(cfg, task_names), tc.resume)
+    ckpt = latest_checkpoint(out)
+    if ckpt is None and tc.resume:
+        raise UserError(
+            f"--resume: {out} holds this run but no checkpoint-<step>/ with training state; "
+            "drop --resume to start it over"
+        )
+    return ckpt, ckpt is None  # the same run without a checkpoint starts over
+
+
+def _check_same_run(out: Path, identity: dict, resume: bool) -> None:
+    path = out / RUN_CONFIG_FILE
+    action = "cannot resume" if resume else "refusing to write into it"
+    if not path.is_file():
+        raise UserError(
+            f"--output_dir {out} holds files of a run (results, checkpoints or logs) but no {RUN_CONFIG_FILE}, "
+            f"so it cannot be identified; {action}. Use a new --output_dir or pass --overwrite_output_dir."
+        )
+    stored = json.loads(path.read_text())
+    diff = config_diff(stored, identity)
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise UserError(
+            f"--output_dir {out} holds a different run ({shown}); {action}. Rerun with the original settings "
+            "to resume it, use a new --output_dir, or pass --overwrite_output_dir to discard it."
+        )
+
+
+def config_diff(stored: dict, current: dict) -> list[str]:
+    """`--flag: <stored> there, <current> here` for every identity flag that differs."""
+    diff = []
+    for section, values in current.items():
+        old = stored.get(section, {})
+        for key, value in values.items():
+            if key in OPERATIONAL or key not in old:
+                continue  # a flag added since that run was written cannot have been set by it
+            if old[key] != value:
+                diff.append(f"--{key}: {old[key]!r} there, {value!r} here")
+    return diff
+
+
+def prepare_output_dir(out: Path, identity: dict, clear: bool, resume_step: int | None) -> None:
+    """Rank 0, after every check passed: clear or repair the directory, record the run's identity."""
+    out.mkdir(parents=True, exist_ok=True)
+    if clear:
+        for p in out.iterdir():
+            if p.name in RUN_ENTRIES or CHECKPOINT_RE.match(p.name) or _is_leftover(p.name):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    recover_interrupted_writes(out)
+    if resume_step is not None:
+        truncate_history(out, resume_step)
+    tmp = out / f".{RUN_CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(identity, indent=2))
+    os.replace(tmp, out / RUN_CONFIG_FILE)
+
+
+def _is_leftover(name: str) -> bool:
+    """Temp/old/deleting siblings that atomic writes and rotation leave if killed."""
+    return name.startswith(".") and (".tmp-" in name or name.endswith((".old", ".deleting")))
+
+
+def recover_interrupted_writes(out: Path) -> None:
+    """Undo what a kill between two renames can leave: put a lone `.<name>.old` back, drop temps."""
+    for p in out.iterdir():
+        if not p.is_dir() or not _is_leftover(p.name):
+            continue
+        if p.name.endswith(".old") and not (out / p.name[1:-4]).exists():
+            os.replace(p, out / p.name[1:-4])  # killed after moving the old copy aside: restore it
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def rotate_checkpoints(out: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoint-<step>/ (0 keeps all); best/ is never touched."""
+    if keep <= 0:
+        return
+    for _, path in checkpoints(out)[:-keep]:
+        doomed = path.with_name(f".{path.name}.deleting")  # vanish atomically, then delete at leisure
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def truncate_history(out: Path, step: int) -> None:
+    """Drop history lines logged after `step` (a killed run logged steps it will now redo)."""
+    path = out / HISTORY_FILE
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if _line_step(line) <= step]
+    tmp = path.with_name(f".{HISTORY_FILE}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a torn last line from a kill: drop it

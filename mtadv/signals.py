@@ -1,0 +1,55 @@
+"""Graceful stop on SIGTERM / SIGINT: finish the current optimizer step, checkpoint, exit.
+
+A scheduler's preemption (SIGTERM) or a Ctrl-C (SIGINT) sets a flag; the trainer checks it at
+every optimizer-step boundary, writes a checkpoint and raises `Interrupted`, which the CLI turns
+into a one-line message and the conventional exit status 128 + signal number (143 for SIGTERM,
+130 for SIGINT), so a job script can tell "stopped, resumable" from "finished" (0).
+A second SIGINT while the first is being handled stops at once (KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint."""
+
+    def __init__(self, signum: int, checkpoint: str | None) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        name = signal.Signals(signum).name
+        where = f"saved a checkpoint to {checkpoint}" if checkpoint else "no checkpoint written (not rank 0)"
+        super().__init__(f"received {name}: {where}; rerun the same command to resume from it")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopOnSignal:
+    """Context manager: while active, SIGTERM/SIGINT only set `requested` (the signal number)."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: the user wants out now
+        if self.requested is None:
+            self.requested = signum
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers only install there
+            for s in HANDLED:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
