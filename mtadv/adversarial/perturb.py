@@ -79,3 +79,26 @@ class RngState:
             if self.cuda is not None:
                 torch.cuda.set_rng_state_all(self.cuda)
             yield
+
+
+def uniform_init(like: Tensor, mag: float, mask: Tensor, norm: str, level: str) -> Tensor:
+    """FreeLB's random start on real tokens, zero on padding (mag = 0 gives δ = 0).
+
+    ℓ2: δ ~ U(−1, 1) scaled by mag/√(n·H), n = real tokens per norm group (L per example, 1 per
+    token), so E‖δ‖₂ ≈ mag/√3 whatever the length. ℓ∞: δ ~ U(−mag, mag).
+    """
+    if mag == 0:
+        return torch.zeros_like(like)
+    u = torch.empty_like(like).uniform_(-1.0, 1.0) * mask  # (B, T, H)
+    if norm == "linf":
+        return u * mag
+    tokens = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1) if level == "example" else torch.ones_like(mask[:, :1])
+    return u * mag / (tokens * like.shape[-1]).sqrt()  # (B, 1, 1) scale per example
+
+
+def ascend(
+    delta: Tensor, grad: Tensor, step: float, radius: float | None, mask: Tensor, norm: str, level: str
+) -> Tensor:
+    """One projected ascent step: Π_{‖δ‖≤radius}(δ + step·g/‖g‖) on real tokens (radius None: no Π)."""
+    delta = delta.detach() + step * normalize(grad, norm, level) * mask
+    return delta if radius is None else project(delta, radius, norm, level)

@@ -1,0 +1,75 @@
+"""AWP: adversarial weight perturbation; the loss at perturbed weights, not perturbed inputs.
+
+Wu, Xia & Wang, 2020, "Adversarial Weight Perturbation Helps Robust Generalization" (NeurIPS),
+Eq. (4)-(9) and Algorithm 1, with the per-layer relative step of their code and the clamp of the
+widely used fine-tuning variant:
+
+    g_l = ∇_{w_l} L(x; θ)                                      (l: each selected weight)
+    v_l = clamp(η · ‖w_l‖ · g_l/‖g_l‖,  −ε·|w_l|,  +ε·|w_l|)    (element-wise clamp)
+    loss = L(x; θ) + λ · L(x; θ + v),   v detached (the gradient at θ + v is applied to θ)
+
+The perturbed forward is `torch.func.functional_call(model, {name: w + v})`: the weights are
+never modified in place, so the clean graph stays valid, one backward covers both losses, and
+the weights are bit-exactly what they were. g comes from `torch.autograd.grad` on the clean
+graph (retain_graph), so no weight gradient is accumulated outside the trainer's backward.
+Which weights: --adv_weight_pattern, a regex over parameter names (default: the encoder layers'
+Linear weights; not LayerNorm, not the embeddings, not the heads). --adv_start_epoch delays it.
+Paper defaults: γ = η = 5e-3 (no clamp; ε = ∞), one ascent step. Fine-tuning recipes: η = 1e-3
+to 1, ε = 1e-2, start after the first epoch (flags: --adv_lr, --adv_eps, --adv_start_epoch,
+--adv_weight).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
+from mtadv.adversarial.perturb import TINY
+from mtadv.errors import ConfigError
+
+
+def select_weights(model: nn.Module, pattern: str) -> dict[str, Tensor]:
+    """The trainable parameters whose names match the pattern (re.search)."""
+    chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and re.search(pattern, n)}
+    if not chosen:
+        raise ConfigError(
+            f"matches no trainable parameter; names look like {next(iter(dict(model.named_parameters())))!r}",
+            field="--adv_weight_pattern",
+        )
+    return chosen
+
+
+@ADV_METHODS.register("awp")
+class AWP(Regularizer):
+    """λ · L(x; θ + v), v the clamped relative ascent step on the selected weights."""
+
+    name = "awp"
+
+    def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        c = self.cfg
+        weights = select_weights(ctx.model, c.adv_weight_pattern)
+        grads = torch.autograd.grad(ctx.task_loss, list(weights.values()), retain_graph=True, allow_unused=True)
+        deltas = {n: self.weight_step(w.detach(), g) for (n, w), g in zip(weights.items(), grads) if g is not None}
+        self.last_weight_delta = deltas  # name -> detached v, for inspection
+        perturbed = {n: weights[n] + v for n, v in deltas.items()}  # attached to w: ∇ at θ + v trains θ
+        with ctx.rng.replay() if c.adv_replay_dropout else contextlib.nullcontext():
+            logits = functional_call(ctx.model, perturbed, args=(ctx.batch,), kwargs=_forward_kwargs(ctx))
+        adv_loss = ctx.loss_fn(logits, ctx.batch["labels"])
+        rel = max((v.norm() / (weights[n].norm() + TINY)).item() for n, v in deltas.items()) if deltas else 0.0
+        return c.adv_weight * adv_loss, {"adv_loss": adv_loss.item(), "adv_weight_delta_rel": rel}
+
+    def weight_step(self, w: Tensor, g: Tensor) -> Tensor:
+        """v = clamp(η·‖w‖·g/‖g‖, ±ε·|w|), detached."""
+        c = self.cfg
+        v = c.adv_lr * w.norm() * g / (g.norm() + TINY)
+        bound = c.adv_eps * w.abs()
+        return torch.minimum(torch.maximum(v, -bound), bound).detach()
+
+
+def _forward_kwargs(ctx: StepContext) -> dict:
+    return {"task": ctx.task.name, "inputs_embeds": ctx.embeds}

@@ -1,0 +1,96 @@
+"""FreeAT: "free" adversarial training; the perturbation's gradient comes from the weight update's
+own backward, and each minibatch is replayed m times.
+
+Shafahi, Najibi, Ghiasi, Xu, Dickerson, Studer, Davis, Taylor & Goldstein, 2019, "Adversarial
+Training for Free!" (NeurIPS), Algorithm 1:
+
+    δ ← 0
+    for epoch = 1 .. N_ep / m:  for each minibatch B:  repeat m times:
+        g_θ, g_δ ← ∇_θ, ∇_δ L(x + δ; θ)          (one backward gives both)
+        θ ← θ − τ·g_θ                             (an optimizer step per replay)
+        δ ← clip_ε(δ + ε · sign(g_δ))
+
+Here: `replays = m` (--freeat_replays) makes the trainer replay each batch m times with an
+optimizer step each; the trainer's step budget is epochs × batches, so the data passes are
+epochs/m and the total budget matches plain training. δ is a leaf tensor in the trainer's
+single backward, which fills δ.grad for free; `on_optimizer_step` then takes the ascent step
+δ ← Π_ε(δ + η·g/‖g‖) (ℓ∞ with η = ε is the paper's sign step up to the normalization).
+
+δ carries over between replays and batches. Text batches differ in shape, so δ lives in a
+(B_max, T_max, H) buffer that grows to the largest batch seen: a (B, T) batch uses its top-left
+corner, and only its real tokens are updated. As with images in the paper, the perturbation a
+new batch inherits was found for other examples. The buffer is in `state_dict()`, so a
+checkpoint that saves regularizer state resumes it. The trainer keeps the clean loss:
+loss = L(x) + λ·L(x + δ).
+Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, step = ε, m = 8 (flags: --freeat_replays, --adv_eps,
+--adv_lr, --adv_norm, --adv_norm_level, --adv_weight).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
+from mtadv.adversarial.embedding_attack import task_loss_at
+from mtadv.adversarial.perturb import ascend, norm_of
+from mtadv.config import AdvConfig
+
+
+@ADV_METHODS.register("freeat")
+class FreeAT(Regularizer):
+    """λ · L(x + δ) with δ carried across replays and batches and updated after each step."""
+
+    name = "freeat"
+
+    def __init__(self, cfg: AdvConfig) -> None:
+        super().__init__(cfg)
+        self.replays = max(1, cfg.freeat_replays)
+        self.buffer: Tensor | None = None  # (B_max, T_max, H)
+        self.pending: list[tuple[Tensor, Tensor]] = []  # (δ leaf (B, T, H), mask (B, T, 1)) since the last step
+        self.pending_step = -1
+
+    def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        c = self.cfg
+        if ctx.step != self.pending_step:  # a skipped (non-finite) step leaves stale leaves behind
+            self.pending, self.pending_step = [], ctx.step
+        mask = ctx.mask
+        delta = (self._corner(ctx.embeds) * mask).requires_grad_(True)  # (B, T, H) leaf
+        self.pending.append((delta, mask))
+        self.last_delta = delta.detach()
+        adv_loss = task_loss_at(ctx, delta, replay=c.adv_replay_dropout)
+        delta_norm = norm_of(self.last_delta, c.adv_norm, c.adv_norm_level).max().item()
+        return c.adv_weight * adv_loss, {"adv_loss": adv_loss.item(), "adv_delta_norm": delta_norm}
+
+    def on_optimizer_step(self, model: nn.Module) -> None:
+        """δ ← Π_ε(δ + η·g/‖g‖) with g = δ.grad from the step's backward, written back to the buffer."""
+        c = self.cfg
+        for delta, mask in self.pending:
+            if delta.grad is None:
+                continue
+            new = ascend(delta, delta.grad, c.adv_lr, c.adv_eps, mask, c.adv_norm, c.adv_norm_level)
+            b, t = delta.shape[:2]
+            self.buffer[:b, :t] = torch.where(mask.bool(), new, self.buffer[:b, :t])
+        self.pending = []
+
+    def _corner(self, embeds: Tensor) -> Tensor:
+        """The buffer's top-left (B, T) corner, growing the buffer (with zeros) when needed."""
+        b, t, h = embeds.shape
+        buf = self.buffer
+        if buf is None or buf.shape[0] < b or buf.shape[1] < t or buf.device != embeds.device:
+            grown = torch.zeros(
+                max(b, 0 if buf is None else buf.shape[0]), max(t, 0 if buf is None else buf.shape[1]), h
+            )
+            grown = grown.to(embeds)
+            if buf is not None:
+                grown[: buf.shape[0], : buf.shape[1]] = buf.to(grown)
+            self.buffer = buf = grown
+        return buf[:b, :t].clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"delta": None if self.buffer is None else self.buffer.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer = state.get("delta")

@@ -1,0 +1,364 @@
+"""Invariants of every registered adversarial method (parametrized over ADV_METHODS), plus the
+method-specific checks: FreeLB's averaged gradient, PGD's clean inner steps, FreeAT's replays and
+carried perturbation, VAT without labels, AWP's weight selection.
+
+Everything runs on the tiny random encoder from conftest (train mode, so dropout is live and
+dropout-mask replay matters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from mtadv.adversarial import ADV_METHODS, StepContext, build_regularizers
+from mtadv.adversarial.awp import select_weights
+from mtadv.adversarial.embedding_attack import task_loss_at
+from mtadv.adversarial.perturb import RngState, norm_of
+from mtadv.cli import run_train
+from mtadv.config import AdvConfig, RunConfig, TrainConfig
+from mtadv.errors import ConfigError
+from mtadv.losses import TASK_LOSSES
+from mtadv.model import MultiTaskModel
+from mtadv.taskdef import load_task_defs
+
+REPO = Path(__file__).resolve().parent.parent
+GLUE_YAML = REPO / "task_defs" / "glue.yml"
+METHODS = ADV_METHODS.names()
+NO_INPUT_PERTURBATION = {"grad_penalty", "awp"}  # checked by their own tests below
+LOSS_AT_PERTURBED_INPUT = {"fgm", "pgd", "freeat", "freelb", "awp"}  # the rest add a divergence or penalty
+
+PAIRS = [
+    ("A plane is taking off.", "An air plane is taking off."),
+    ("A man is playing a large flute.", "A man is playing a flute."),
+    ("No weapons were found in Iraq yet.", "Weapons were found in Iraq."),
+    ("The company said it will discuss the drug with federal regulators on Monday.", "The drug is new."),
+]
+LABELS = {"rte": torch.tensor([0, 1, 1, 0]), "stsb": torch.tensor([5.0, 3.8, 1.2, 0.4])}
+
+
+def adv_config(name: str, **kw) -> AdvConfig:
+    """Settings large enough to move a tiny model, with every radius finite."""
+    base = dict(
+        adv=name,
+        adv_eps=0.05,
+        adv_lr=0.02,
+        adv_steps=2,
+        adv_init_mag=0.01,
+        adv_norm="l2",
+        adv_norm_level="example",
+        freelb_max_norm=0.05,
+        vat_xi=1e-3,
+    )
+    return AdvConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return {k: v for k, v in load_task_defs(GLUE_YAML).items() if k in ("rte", "stsb")}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_encoder):
+    return AutoTokenizer.from_pretrained(tiny_encoder)
+
+
+def make_model(tiny_encoder, tasks, seed: int = 0) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    model = MultiTaskModel(AutoModel.from_pretrained(tiny_encoder), tasks)
+    return model.train()
+
+
+def make_batch(tokenizer, task: str, rows: slice = slice(None), labels: bool = True) -> dict[str, torch.Tensor]:
+    a, b = zip(*PAIRS[rows])
+    batch = dict(tokenizer(list(a), list(b), padding=True, return_tensors="pt"))
+    if labels:
+        batch["labels"] = LABELS[task][rows]
+    return batch
+
+
+def make_ctx(model, tasks, task: str, batch, step: int = 0, with_labels: bool = True) -> StepContext:
+    """The context the trainer builds in _micro_step: clean forward on the word embeddings."""
+    rng = RngState.capture(torch.device("cpu"))
+    embeds = model.embed(batch)  # (B, T, H)
+    logits = model(batch, task=task, inputs_embeds=embeds)
+    if with_labels:
+        task_loss = TASK_LOSSES.get(tasks[task].loss)(logits, batch["labels"])
+    else:
+        task_loss = torch.zeros(())
+    return StepContext(model, tasks[task], batch, embeds, logits, task_loss, rng, step, 0)
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float summation order (the embedding matrix sums many rows' gradients)."""
+    return bool((a - b).norm() <= 1e-5 * b.norm() + 1e-12)
+
+
+def encoder_grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+# ------------------------------------------------------------------ every method
+
+
+@pytest.mark.parametrize("task", ["rte", "stsb"])
+@pytest.mark.parametrize("name", METHODS)
+def test_loss_finite_and_gradients_reach_encoder(name, task, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get(name)(adv_config(name))
+    loss, logs = reg.loss(make_ctx(model, tasks, task, make_batch(tokenizer, task)))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(isinstance(v, float) for v in logs.values())
+    loss.backward()  # the regularizer's term alone
+    layer_grads = [p.grad for n, p in model.named_parameters() if ".layer.0." in n and p.grad is not None]
+    assert layer_grads and any(g.abs().sum() > 0 for g in layer_grads)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_inner_steps_leave_no_weight_gradient(name, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get(name)(adv_config(name))
+    reg.loss(make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte")))
+    assert all(p.grad is None for p in model.parameters())  # the trainer's backward is the only one
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_parameters_bit_exact_after_forward_backward(name, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reg = ADV_METHODS.get(name)(adv_config(name))
+    for task in ("rte", "stsb"):
+        ctx = make_ctx(model, tasks, task, make_batch(tokenizer, task))
+        loss, _ = reg.loss(ctx)
+        (ctx.task_loss + loss).backward()
+        reg.on_optimizer_step(model)
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert not changed
+
+
+@pytest.mark.parametrize("norm,level", [("l2", "example"), ("linf", "token")])
+@pytest.mark.parametrize("name", sorted(set(METHODS) - NO_INPUT_PERTURBATION))
+def test_perturbation_inside_radius_and_off_padding(name, norm, level, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    cfg = adv_config(name, adv_norm=norm, adv_norm_level=level)
+    reg = ADV_METHODS.get(name)(cfg)
+    # two steps on batches of different shapes: FreeAT's δ carries over (its first δ is 0)
+    for rows in (slice(0, 4), slice(1, 3)):
+        ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte", rows))
+        loss, _ = reg.loss(ctx)
+        (ctx.task_loss + loss).backward()
+        reg.on_optimizer_step(model)
+    delta = reg.last_delta  # every input-space method exposes its last δ (B, T, H)
+    radius = getattr(reg, "perturbation_radius", cfg.adv_eps)
+    assert delta.shape == ctx.embeds.shape
+    assert norm_of(delta, norm, level).max() <= radius * (1 + 1e-5)
+    assert norm_of(delta, norm, level).max() > 0  # it did perturb
+    assert torch.all(delta * (1 - ctx.mask) == 0)  # padding is never perturbed
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_deterministic_for_a_seed(name, tiny_encoder, tasks, tokenizer):
+    def run():
+        model = make_model(tiny_encoder, tasks)
+        torch.manual_seed(123)
+        reg = ADV_METHODS.get(name)(adv_config(name))
+        ctx = make_ctx(model, tasks, "stsb", make_batch(tokenizer, "stsb"))
+        loss, _ = reg.loss(ctx)
+        (ctx.task_loss + loss).backward()
+        return loss.detach(), encoder_grads(model)
+
+    (loss1, grads1), (loss2, grads2) = run(), run()
+    assert torch.equal(loss1, loss2)
+    assert grads1.keys() == grads2.keys() and all(torch.equal(grads1[k], grads2[k]) for k in grads1)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_zero_perturbation(name, tiny_encoder, tasks, tokenizer):
+    """ε = 0, init 0, step 0: a divergence term vanishes; a loss at x + 0 is the clean loss."""
+    model = make_model(tiny_encoder, tasks)
+    cfg = adv_config(name, adv_eps=0.0, adv_init_mag=0.0, adv_lr=0.0, freelb_max_norm=0.0)
+    reg = ADV_METHODS.get(name)(cfg)
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    loss, _ = reg.loss(ctx)
+    clean = ctx.task_loss.detach()
+    if name in LOSS_AT_PERTURBED_INPUT:
+        assert torch.isclose(loss, clean, rtol=1e-6, atol=0)
+    else:  # divergence terms and penalties (a method registered later may be either kind)
+        assert loss.item() == 0 or torch.isclose(loss, clean, rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------ method-specific
+
+
+def test_pgd_weights_trained_by_final_adversarial_loss_only(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("pgd")(adv_config("pgd", adv_steps=3))
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    loss, _ = reg.loss(ctx)
+    assert all(p.grad is None for p in model.parameters())  # K ascent steps: no weight gradient
+    loss.backward(retain_graph=True)
+    got = encoder_grads(model)
+    model.zero_grad(set_to_none=True)
+    task_loss_at(ctx, reg.last_delta).backward()  # L(x + δ_K) alone, same dropout masks
+    want = encoder_grads(model)
+    assert got.keys() == want.keys()
+    assert all(close(got[k], want[k]) for k in got)
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_freelb_gradient_is_mean_of_step_gradients(steps, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("freelb")(adv_config("freelb", adv_steps=steps, adv_lr=0.05, freelb_max_norm=0.0))
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    loss, _ = reg.loss(ctx)
+    loss.backward(retain_graph=True)
+    got = encoder_grads(model)
+    assert len(reg.deltas) == steps and not torch.equal(reg.deltas[0], reg.deltas[-1])
+    per_step = []
+    for delta in reg.deltas:
+        model.zero_grad(set_to_none=True)
+        task_loss_at(ctx, delta).backward(retain_graph=True)  # each step's loss on its own
+        per_step.append(encoder_grads(model))
+    for k in got:
+        mean = torch.stack([g[k] for g in per_step]).mean(0)
+        assert close(got[k], mean), k
+
+
+def test_vat_runs_on_a_batch_without_labels(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("vat")(adv_config("vat"))
+    batch = make_batch(tokenizer, "rte", labels=False)
+    loss, logs = reg.loss(make_ctx(model, tasks, "rte", batch, with_labels=False))
+    assert "labels" not in batch
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_grad_penalty_is_half_eps_squared_input_gradient(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("grad_penalty")(adv_config("grad_penalty", adv_eps=0.3))
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    loss, _ = reg.loss(ctx)
+    # reference: each example's own loss differentiated w.r.t. its own embeddings
+    x = ctx.embeds.detach().requires_grad_(True)
+    with ctx.rng.replay():
+        logits = model(ctx.batch, task="rte", inputs_embeds=x)
+    per_example = torch.nn.functional.cross_entropy(logits, ctx.batch["labels"], reduction="none")  # (B,)
+    sq = [torch.autograd.grad(li, x, retain_graph=True)[0][i].pow(2).sum() for i, li in enumerate(per_example)]
+    assert torch.allclose(loss, 0.5 * 0.3 * torch.stack(sq).mean(), rtol=1e-4)
+
+
+def test_awp_perturbs_selected_weights_within_bounds_and_changes_loss(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    cfg = adv_config("awp", adv_lr=0.5, adv_eps=0.01)
+    reg = ADV_METHODS.get("awp")(cfg)
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    loss, logs = reg.loss(ctx)
+    deltas, params = reg.last_weight_delta, dict(model.named_parameters())
+    assert deltas and all(".layer." in n and "LayerNorm" not in n and n.endswith(".weight") for n in deltas)
+    assert not any(n.startswith("heads.") or "embeddings" in n for n in deltas)
+    assert all(torch.all(v.abs() <= cfg.adv_eps * params[n].abs() + 1e-12) for n, v in deltas.items())
+    assert any(v.abs().sum() > 0 for v in deltas.values())
+    assert abs(logs["adv_loss"] - ctx.task_loss.item()) > 1e-6  # the weight perturbation matters
+
+
+def test_awp_pattern_matching_nothing_is_a_config_error(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("awp")(adv_config("awp", adv_weight_pattern="^no_such_weight$"))
+    with pytest.raises(ConfigError, match="adv_weight_pattern"):
+        reg.loss(make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte")))
+    assert select_weights(model, r"heads\.rte\.dense\.weight").keys() == {"heads.rte.dense.weight"}
+
+
+def test_freeat_perturbation_carries_over_and_is_checkpointed(tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("freeat")(adv_config("freeat", adv_norm="linf", adv_norm_level="token"))
+    assert reg.replays == 2
+    for step, rows in enumerate((slice(0, 4), slice(0, 4), slice(1, 3))):  # two replays, then a smaller batch
+        ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte", rows), step=step)
+        loss, _ = reg.loss(ctx)
+        if step == 1:
+            assert reg.last_delta.abs().max() > 0  # carried over from the previous replay
+        (ctx.task_loss + loss).backward()
+        reg.on_optimizer_step(model)
+    b, t = ctx.embeds.shape[:2]
+    carried = reg.buffer[:b, :t] * ctx.mask
+    assert reg.buffer.shape[:2] == (4, make_batch(tokenizer, "rte")["input_ids"].shape[1])
+    assert reg.buffer.abs().max() <= 0.05 + 1e-7
+    restored = ADV_METHODS.get("freeat")(reg.cfg)
+    restored.load_state_dict(reg.state_dict())
+    restored.loss(make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte", slice(1, 3)), step=3))
+    assert torch.equal(restored.last_delta, carried)
+
+
+def _tiny_run_config(tiny_encoder, output_dir, **adv) -> RunConfig:
+    train = TrainConfig(
+        task_def=str(GLUE_YAML),
+        tasks="rte",
+        data_dir=str(REPO / "data" / "glue_sample"),
+        init_checkpoint=str(tiny_encoder),
+        output_dir=str(output_dir),
+        epochs=2.0,
+        batch_size=4,
+        max_train_samples=16,
+        max_eval_samples=8,
+        log_steps=100,
+    )
+    return RunConfig(train=train, adv=adv_config(**adv))
+
+
+def test_freeat_replays_each_batch_m_times_within_the_plain_budget(tiny_encoder, tmp_path, monkeypatch):
+    from mtadv.adversarial.freeat import FreeAT
+    from mtadv.build import build_trainer
+
+    seen: list[tuple[int, tuple[int, ...]]] = []
+    original = FreeAT.loss
+
+    def spy(self, ctx):
+        seen.append((ctx.step, tuple(ctx.batch["input_ids"][:, 1].tolist())))
+        return original(self, ctx)
+
+    monkeypatch.setattr(FreeAT, "loss", spy)
+    trainer = build_trainer(_tiny_run_config(tiny_encoder, tmp_path / "run", name="freeat", freeat_replays=2))
+    assert trainer.replays == 2
+    assert trainer.total_steps == 2 * trainer.groups_per_epoch  # epochs × batches: same budget as plain
+    trainer.train()
+    assert [s for s, _ in seen] == list(range(trainer.total_steps))  # one optimizer step per replay
+    batches = [b for _, b in seen]
+    assert all(batches[i] == batches[i + 1] for i in range(0, len(batches), 2))  # each batch twice in a row
+    assert len(set(batches)) == trainer.groups_per_epoch  # epochs / m = one pass over the data
+
+
+def test_task_adv_mapping_overrides_the_cli(tiny_encoder, tasks):
+    cfg = RunConfig(adv=AdvConfig(adv="none"))
+    overridden = {**tasks, "rte": dataclasses.replace(tasks["rte"], adv={"method": "freelb", "freelb_max_norm": 0.2})}
+    regs = build_regularizers(cfg, overridden)
+    assert regs["stsb"] == [] and type(regs["rte"][0]).__name__ == "FreeLB"
+    assert regs["rte"][0].perturbation_radius == 0.2
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", METHODS)
+def test_multitask_cli_run_with_grad_accum(name, tiny_encoder, tmp_path):
+    """rte (classification) + stsb (regression), two micro-batches per step, through the CLI."""
+    out = tmp_path / "run"
+    argv = [
+        *("--tasks", "rte,stsb", "--init_checkpoint", str(tiny_encoder), "--output_dir", str(out)),
+        *("--max_steps", "3", "--grad_accum", "2", "--batch_size", "4", "--log_steps", "1"),
+        *("--max_train_samples", "16", "--max_eval_samples", "8", "--adv", name, "--adv_eps", "0.05"),
+        *("--adv_lr", "0.02", "--adv_steps", "2", "--freelb_max_norm", "0.05"),
+    ]
+    assert run_train(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["final"]) == {"rte", "stsb"} and results["run"]["steps"] == 3
+    assert results["run"]["skipped_steps"] == 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    adv_logged = {k for row in history for k in row if k.endswith("/adv_loss")}
+    assert adv_logged, "the regularizer never ran"
