@@ -13,7 +13,7 @@ import datasets
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels", "example_idx")
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels", "example_idx", "offset_mapping")
 
 
 @dataclass

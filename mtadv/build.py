@@ -16,14 +16,14 @@ import torch
 import torch.distributed as dist
 from transformers import set_seed
 
-from data_utils.readers import read_split
-from data_utils.tokenize import TokenizedSplit, default_cache_dir, tokenize_split
+from data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv import distributed, run_dir
 from mtadv.adversarial import build_regularizers
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
 from mtadv.config import RunConfig
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
+from mtadv.pipelines import pipeline_for
 from mtadv.resume import load_training_state
 from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
 from mtadv.tracking import RunTracker
@@ -47,8 +47,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def read_task_data(tasks: dict[str, TaskDef], data_dir: str, max_train: int, max_eval: int) -> RawData:
-    """Read and validate the train and dev splits of every selected task."""
+def read_task_data(
+    tasks: dict[str, TaskDef], data_dir: str, max_train: int, max_eval: int, cfg: RunConfig | None = None
+) -> RawData:
+    """Read and validate the train and dev splits of every selected task (by its type's pipeline)."""
+    cfg = cfg or RunConfig()
     train, evals = {}, {}
     for name, task in tasks.items():
         if "train" not in task.splits:
@@ -58,9 +61,10 @@ def read_task_data(tasks: dict[str, TaskDef], data_dir: str, max_train: int, max
                 task=name,
                 field="splits.train",
             )
-        train[name] = _cap(read_split(task, "train", data_dir), max_train)
+        read = pipeline_for(task).read
+        train[name] = _cap(read(task, "train", data_dir, cfg), max_train)
         for split in task.dev_splits():
-            evals[(name, split.name)] = _cap(read_split(task, split.name, data_dir), max_eval)
+            evals[(name, split.name)] = _cap(read(task, split.name, data_dir, cfg), max_eval)
     return RawData(train, evals)
 
 
@@ -83,8 +87,7 @@ def tokenize_all(raw: RawData, tasks: dict[str, TaskDef], tokenizer, cfg: RunCon
     cache = tc.cache_dir or default_cache_dir()
 
     def tok(task: str, split: str, ds: datasets.Dataset) -> TokenizedSplit:
-        key = (source_key(tasks[task], split, tc.data_dir), len(ds))
-        return tokenize_split(ds, tokenizer, tc.max_seq_len, cache, key)
+        return pipeline_for(tasks[task]).tokenize(ds, tasks[task], split, tokenizer, cfg, cache)
 
     train = {t: tok(t, "train", ds) for t, ds in raw.train.items()}
     evals = {k: tok(k[0], k[1], ds) for k, ds in raw.eval.items()}
@@ -163,7 +166,7 @@ def build_trainer(cfg: RunConfig) -> Trainer:
     tasks = select_tasks(all_tasks, tc.tasks, tc.task_def)
     check_run_flags(cfg, tasks)
     regularizers = build_regularizers(cfg, tasks)
-    raw = read_task_data(tasks, tc.data_dir, tc.max_train_samples, tc.max_eval_samples)
+    raw = read_task_data(tasks, tc.data_dir, tc.max_train_samples, tc.max_eval_samples, cfg)
     resume_from, clear = run_dir.plan_output_dir(cfg, list(tasks))  # a different run there: error, nothing written
     dist_info, device = init_distributed(tc.device)
     set_seed(tc.seed)

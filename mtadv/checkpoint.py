@@ -91,7 +91,8 @@ def load_heads_into(model: MultiTaskModel, checkpoint_dir: str) -> list[str]:
             )
         own[key] = value
         loaded.add(key.split(".")[0])
-    model.heads.load_state_dict(own)
+    # Only the saved keys: tied tensors (see _head_tensors) keep the value they share.
+    model.heads.load_state_dict({k: own[k] for k in saved if k in own}, strict=False)
     return sorted(loaded)
 
 
@@ -106,10 +107,9 @@ def save_checkpoint(
     """Write a complete checkpoint atomically; `extra(tmpdir)` may add files (teacher, state)."""
 
     def write(tmp: Path) -> None:
-        model.encoder.save_pretrained(tmp, safe_serialization=True)
+        model.pretrained_model().save_pretrained(tmp, safe_serialization=True)  # encoder (+ MLM head)
         tokenizer.save_pretrained(tmp)
-        heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
-        save_file(heads, str(tmp / HEADS_FILE))
+        save_file(_head_tensors(model), str(tmp / HEADS_FILE))
         meta = {
             "format_version": FORMAT_VERSION,
             "task_to_head": model.task_to_head,
@@ -123,6 +123,18 @@ def save_checkpoint(
             extra(tmp)
 
     atomic_write_dir(Path(directory), write)
+
+
+def _head_tensors(model: MultiTaskModel) -> dict[str, torch.Tensor]:
+    """Every head tensor once: weights tied to the encoder (an MLM decoder tied to the word
+    embeddings) are stored with the encoder, and aliases inside a head (a tied bias) once."""
+    seen = {p.data_ptr() for p in model.encoder.parameters()}
+    out = {}
+    for key, value in model.heads.state_dict().items():
+        if value.data_ptr() not in seen:
+            seen.add(value.data_ptr())
+            out[key] = value.detach().contiguous().cpu()
+    return out
 
 
 def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:

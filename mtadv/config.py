@@ -97,14 +97,6 @@ class AdvConfig:
     adv_start_epoch: int = opt(0, "first epoch (0-based) in which the regularizer is active")
     adv_warmup_steps: int = opt(0, "optimizer steps before the regularizer starts")
     bregman_mu: float = opt(0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)")
-    adv_weight_pattern: str = opt(
-        r"^encoder\.(encoder|transformer)\.layers?\.\d+\.(?!.*(LayerNorm|layer_norm)).*\.weight$",
-        "AWP: regex (re.search) over parameter names choosing the weights to perturb "
-        "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
-    )
-    freeat_replays: int = opt(2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)")
-    freelb_max_norm: float = opt(0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)")
-    vat_xi: float = opt(1e-6, "VAT: finite-difference scale ξ of the power iteration")
 
 
 @dataclass
@@ -121,7 +113,23 @@ class TeacherConfig:
     )
 
 
+@dataclass
+class MLMConfig:
+    """Masked-LM tasks (task type mlm): masking and the held-out split (see README, ALUM)."""
+
+    mlm_probability: float = opt(
+        0.15, "fraction of tokens chosen for masked-LM (of those: 80% [MASK], 10% random token, 10% unchanged)"
+    )
+    mlm_whole_word: bool = opt(
+        False, "choose whole words (all their word pieces) instead of single tokens; chosen tokens all become [MASK]"
+    )
+    mlm_holdout: float = opt(
+        0.01, "fraction of an MLM task's training passages held out for perplexity when it has no dev split"
+    )
+
+
 SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig, "teacher": TeacherConfig}
+SECTIONS["mlm"] = MLMConfig
 
 # Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -142,10 +150,27 @@ PRESETS["smart"] = (
 )
 
 
+# ALUM (Liu et al., 2020, arXiv:2004.08994), continued MLM pretraining; sources in README section "ALUM".
+# For fine-tuning the paper uses α = 1: add --adv_weight 1.
+PRESETS["alum"] = (
+    "ALUM adversarial MLM pretraining with the paper's pretraining settings",
+    {
+        "adv": "alum",
+        "adv_weight": 10.0,
+        "adv_eps": 1e-5,
+        "adv_lr": 1e-3,
+        "adv_init_mag": 1e-5,
+        "adv_steps": 1,
+        "adv_norm": "linf",
+    },
+)
+
+
 @dataclass
 class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     adv: AdvConfig = field(default_factory=AdvConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -39,6 +39,12 @@ class MultiTaskModel(nn.Module):
         hidden = self.encoder(**inputs, return_dict=True).last_hidden_state  # (B, T, H)
         return self.heads[self.task_to_head[task]](hidden, batch)
 
+    def pretrained_model(self) -> PreTrainedModel:
+        """What checkpoints save in HF format: a head's *ForMaskedLM wrapper around the shared
+        encoder when there is one (so AutoModelForMaskedLM loads the checkpoint), else the encoder."""
+        wrappers = [h.hf_model for h in self.heads.values() if getattr(h, "hf_model", None) is not None]
+        return wrappers[0] if wrappers else self.encoder
+
     def add_task(self, task: TaskDef, head_dropout: float = 0.1) -> None:
         """Register a task (e.g. one only predicted, like ax) that reuses or adds a head."""
         self.task_to_head[task.name] = task.head

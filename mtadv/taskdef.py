@@ -15,7 +15,8 @@ import yaml
 from mtadv.errors import ConfigError
 from mtadv.registry import Registry
 
-SPLIT_KEYS = {"path", "format", "header", "num_columns", "columns", "hub", "subset", "split"}
+SPLIT_KEYS = {"path", "format", "header", "num_columns", "columns", "hub", "subset", "split", "passages"}
+PASSAGES = ("line", "paragraph")  # txt corpora: one passage per line, or blank-line-separated paragraphs
 COLUMN_ROLES = {"text_a", "text_b", "label", "id", "text"}
 FORMATS = {"tsv", "csv", "jsonl", "txt", "hub"}
 TASK_KEYS = {
@@ -42,12 +43,19 @@ class TaskType:
     loss: str
     adv_loss: str
     metrics: tuple[str, ...]
+    # Metrics the type's evaluator computes itself (mtadv.pipelines); empty: any name in METRICS.
+    own_metrics: tuple[str, ...] = ()
+    # Without a dev split, hold one out of the train split (--mlm_holdout), format "holdout".
+    holdout_dev: bool = False
 
 
 TASK_TYPES: Registry[TaskType] = Registry("task type")
+_MLM_METRICS = ("perplexity", "loss", "accuracy")  # over the masked tokens of the held-out split
 for _t in (
     TaskType("classification", "classification", "class", "ce", "sym_kl", ("accuracy",)),
     TaskType("regression", "regression", "score", "mse", "mse", ("pearson", "spearman")),
+    # Masked-LM on an unlabeled corpus (ALUM's pretraining task): metrics over the masked tokens.
+    TaskType("mlm", "mlm", None, "ce", "sym_kl", _MLM_METRICS, own_metrics=_MLM_METRICS, holdout_dev=True),
 ):
     TASK_TYPES.register(_t.name)(_t)
 
@@ -65,6 +73,7 @@ class SplitDef:
     hub: str | None = None  # datasets hub name (format == "hub")
     subset: str | None = None
     split: str | None = None
+    passages: str = "line"  # txt corpora: "line" or "paragraph" (see data_utils/corpus.py)
 
     @property
     def is_train(self) -> bool:
@@ -162,8 +171,10 @@ def _parse_task(name: str, spec: Any, file: str) -> TaskDef:
     labels, label_range = _parse_labels(spec, ttype, err)
     metrics = tuple(_as_list(spec.get("metrics", list(ttype.metrics)), err, "metrics"))
     loss, adv_loss = spec.get("loss", ttype.loss), spec.get("adv_loss", ttype.adv_loss)
-    _check_names(metrics, loss, adv_loss, err)
+    _check_names(metrics, loss, adv_loss, err, ttype)
     splits = _parse_splits(spec.get("splits"), err)
+    if ttype.holdout_dev and "train" in splits and not any(s.is_dev for s in splits.values()):
+        splits["dev"] = SplitDef(name="dev", format="holdout")  # read by data_utils/corpus.py
     submission = spec.get("submission") or {}
     if not isinstance(submission, dict) or any(s not in splits for s in submission):
         raise err("submission", f"expected a mapping from a test split ({list(splits)}) to a file name")
@@ -204,14 +215,15 @@ def _parse_labels(spec: dict, ttype: TaskType, err) -> tuple[tuple[str, ...] | N
     return labels, rng
 
 
-def _check_names(metrics: tuple[str, ...], loss: str, adv_loss: str, err) -> None:
+def _check_names(metrics: tuple[str, ...], loss: str, adv_loss: str, err, ttype: TaskType) -> None:
     # Imported here: these registries import torch and the metric libraries.
     from data_utils.metrics import METRICS
     from mtadv.losses import DIVERGENCES, TASK_LOSSES
 
+    known = list(ttype.own_metrics) or METRICS.names()
     for m in metrics:
-        if m not in METRICS:
-            raise err("metrics", f"unknown metric {m!r}; known: {', '.join(METRICS.names())}")
+        if m not in known:
+            raise err("metrics", f"unknown metric {m!r} for a {ttype.name} task; known: {', '.join(known)}")
     if loss not in TASK_LOSSES:
         raise err("loss", f"unknown loss {loss!r}; known: {', '.join(TASK_LOSSES.names())}")
     if adv_loss not in DIVERGENCES:
@@ -247,6 +259,9 @@ def _parse_split(name: str, s: dict, err) -> SplitDef:
     for role, col in columns.items():
         if fmt in ("tsv", "csv") and not header and not isinstance(col, int):
             raise err(f"columns.{role}: a file without header is addressed by 0-based index, got {col!r}")
+    passages = s.get("passages", "line")
+    if passages not in PASSAGES:
+        raise err(f"passages must be one of {list(PASSAGES)}, got {passages!r}")
     ncols = s.get("num_columns")
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise err(f"num_columns must be a positive integer, got {ncols!r}")
@@ -260,6 +275,7 @@ def _parse_split(name: str, s: dict, err) -> SplitDef:
         hub=s.get("hub"),
         subset=s.get("subset"),
         split=s.get("split"),
+        passages=passages,
     )
 
 

@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from data_utils.collate import TaskCollator
 from data_utils.sampler import MultiTaskSampler, TaskBatch
 from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
 from mtadv import distributed, faults
@@ -35,9 +34,9 @@ from mtadv.adversarial.perturb import RngState
 from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
 from mtadv.errors import UserError
-from mtadv.evaluate import predict_split, split_metrics
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
+from mtadv.pipelines import Collator, EvalRequest, pipeline_for
 from mtadv.resume import chain_writers, rank_local_state, write_training_state
 from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
 from mtadv.signals import Interrupted, StopOnSignal
@@ -69,15 +68,15 @@ class TrainState:
 class PlanDataset(Dataset):
     """Item i = (task, collated batch i of the epoch plan); lets DataLoader workers collate."""
 
-    def __init__(self, plan: list[TaskBatch], rows: dict[str, list[dict]], collator: TaskCollator) -> None:
-        self.plan, self.rows, self.collator = plan, rows, collator
+    def __init__(self, plan: list[TaskBatch], rows: dict[str, list[dict]], collators: dict[str, Collator]) -> None:
+        self.plan, self.rows, self.collators = plan, rows, collators  # one collator per task (by task type)
 
     def __len__(self) -> int:
         return len(self.plan)
 
     def __getitem__(self, i: int) -> tuple[str, dict[str, Tensor]]:
         tb = self.plan[i]
-        return tb.task, self.collator([self.rows[tb.task][j] for j in tb.indices])
+        return tb.task, self.collators[tb.task]([self.rows[tb.task][j] for j in tb.indices])
 
 
 class Trainer:
@@ -103,7 +102,7 @@ class Trainer:
         self.train_splits, self.eval_splits = train_splits, eval_splits
         self.regularizers, self.task_def_text = regularizers, task_def_text
         self.device, self.tracker, self.rank, self.world_size = device, tracker, rank, world_size
-        self.collator = TaskCollator(tokenizer)
+        self.collators = {t: pipeline_for(task).collator(task, tokenizer, cfg) for t, task in tasks.items()}
         self.rows = {t: _model_rows(s) for t, s in train_splits.items()}
         self.sampler = MultiTaskSampler(
             {t: s.lengths() for t, s in train_splits.items()},
@@ -181,7 +180,7 @@ class Trainer:
         """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
         plan = list(self.sampler.iterate(epoch, start))
         loader = DataLoader(
-            PlanDataset(plan, self.rows, self.collator),
+            PlanDataset(plan, self.rows, self.collators),
             batch_size=None,
             shuffle=False,
             num_workers=self.tc.num_workers,
@@ -316,29 +315,21 @@ class Trainer:
     def evaluate(self, model: nn.Module | None = None) -> Results:
         model = model or self.model
         results: Results = {}
+        request = EvalRequest(
+            self.tokenizer, self.tc.eval_batch_size, self.device, self.autocast_dtype, self.rank, self.world_size
+        )
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # evaluating never moves the training RNG streams
             for (task, split), data in self.eval_splits.items():
-                preds = predict_split(
-                    model,
-                    self.tasks[task],
-                    distributed.shard_split(data, self.rank, self.world_size),  # this rank's rows
-                    self.collator,
-                    self.tc.eval_batch_size,
-                    self.device,
-                    show_progress=self.rank == 0,
-                    autocast_dtype=self.autocast_dtype,
-                )
-                preds = distributed.gather_predictions(preds)  # all rows, in order, on every rank
-                results.setdefault(task, {})[split] = split_metrics(self.tasks[task], preds)
+                tdef = self.tasks[task]  # by task type: labeled metrics, or MLM loss/perplexity (mtadv.pipelines)
+                results.setdefault(task, {})[split] = pipeline_for(tdef).evaluate(model, tdef, data, request)
         return results
 
     def selection_value(self, results: Results) -> float | None:
         """The number the best checkpoint is chosen by (higher is better after sign flip)."""
         key = self.tc.metric_for_best
         if key == "avg":
-            vals = [ms[self.tasks[t].primary_metric] for t, splits in results.items() for ms in splits.values()]
-            return sum(vals) / len(vals) if vals else None
+            return _average_primary(results, self.tasks)
         task, split, metric = key.split("/")
         value = results.get(task, {}).get(split, {}).get(metric)
         return None if value is None else (-value if metric in LOWER_IS_BETTER else value)
@@ -453,6 +444,17 @@ class Trainer:
 
 def _set(trainer: Trainer, field_name: str, value: Any) -> None:
     setattr(trainer.state, field_name, value)
+
+
+def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | None:
+    """Mean primary dev metric of the higher-is-better tasks; auxiliary MLM tasks (perplexity) do not
+    enter it. When every task is lower-is-better (an MLM-only run), minus their mean."""
+    prim = [(tasks[t].primary_metric, ms[tasks[t].primary_metric]) for t, sp in results.items() for ms in sp.values()]
+    higher = [v for m, v in prim if m not in LOWER_IS_BETTER]
+    lower = [v for m, v in prim if m in LOWER_IS_BETTER]
+    if higher or lower:
+        return sum(higher) / len(higher) if higher else -sum(lower) / len(lower)
+    return None
 
 
 def _model_rows(split: TokenizedSplit) -> list[dict]:
