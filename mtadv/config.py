@@ -97,6 +97,14 @@ class AdvConfig:
     adv_start_epoch: int = opt(0, "first epoch (0-based) in which the regularizer is active")
     adv_warmup_steps: int = opt(0, "optimizer steps before the regularizer starts")
     bregman_mu: float = opt(0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)")
+    adv_weight_pattern: str = opt(
+        r"^encoder\.(encoder|transformer)\.layers?\.\d+\.(?!.*(LayerNorm|layer_norm)).*\.weight$",
+        "AWP: regex (re.search) over parameter names choosing the weights to perturb "
+        "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
+    )
+    freeat_replays: int = opt(2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)")
+    freelb_max_norm: float = opt(0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)")
+    vat_xi: float = opt(1e-6, "VAT: finite-difference scale ξ of the power iteration")
 
 
 @dataclass
@@ -148,7 +156,6 @@ PRESETS["smart"] = (
         "bregman_beta": 0.99,
     },
 )
-
 
 # ALUM (Liu et al., 2020, arXiv:2004.08994), continued MLM pretraining; sources in README section "ALUM".
 # For fine-tuning the paper uses α = 1: add --adv_weight 1.
