@@ -42,10 +42,12 @@ CONFIGS: dict[str, list[str]] = {
     "smart_noteacher_eps1e-2": ["--smart", "--bregman_mu", "0", "--adv_eps", "1e-2", "--adv_lr", "1e-2"],
     "smart_eps1e-3": ["--smart", "--adv_eps", "1e-3"],
     "smart_noteacher_noreplay": ["--smart", "--bregman_mu", "0", "--adv_replay_dropout", "false"],
-    # the teacher's start (DESIGN.md hint: μ = 1 from step 0 hurt MRPC)
-    "smart_t0": ["--smart", "--bregman_start_step", "0", "--bregman_ramp_steps", "0", "--eval_with_teacher"],
+    # the teacher's start (DESIGN.md hint: μ = 1, β = 0.99 from step 0 hurt MRPC)
+    "smart_paperteacher": ["--smart", "--bregman_beta_warmup", "false", "--eval_with_teacher"],
+    "smart_evalteacher": ["--smart", "--eval_with_teacher"],
+    "teacher_only": ["--bregman_mu", "1", "--eval_with_teacher"],
+    "teacher_only_paper": ["--bregman_mu", "1", "--bregman_beta_warmup", "false", "--eval_with_teacher"],
     "smart_late": ["--smart", "--bregman_start_step", "100", "--bregman_ramp_steps", "100", "--eval_with_teacher"],
-    "teacher_only_t0": ["--bregman_mu", "1", "--bregman_start_step", "0", "--eval_with_teacher"],
 }
 
 
@@ -90,6 +92,8 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
         cmd += ["--max_train_samples", str(args.max_train), "--precision", args.precision, "--log_steps", "20"]
         cmd += ["--init_checkpoint", args.init_checkpoint, "--cache_dir", f"{run_dir}/tok"]
         cmd += config_flags(job["config"]) + args.extra.split()
+        if args.lock:  # one heavy job at a time on a shared machine, taken per run (others get turns)
+            cmd = ["flock", args.lock] + cmd
         start = time.time()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if proc.returncode != 0:
@@ -97,7 +101,13 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
             return
         res = json.loads((Path(run_dir) / "results.json").read_text())
         stats = _train_stats(Path(run_dir) / "history.jsonl")
-    record = {**job, "flags": cmd[2:], "wall_s": round(time.time() - start, 1), "result": res, "train_stats": stats}
+    record = {
+        **job,
+        "flags": cmd[cmd.index("--tasks") :],
+        "wall_s": round(time.time() - start, 1),
+        "result": res,
+        "train_stats": stats,
+    }
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
@@ -170,6 +180,7 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU fits several MiniLM runs)")
     p.add_argument("--tag", default="", help="suffix for the result ids (e.g. a budget label)")
     p.add_argument("--extra", default="", help="more train.py flags for every run")
+    p.add_argument("--lock", default="", help="run each train.py under `flock LOCK` (e.g. /tmp/mtadv-heavy.lock)")
     p.add_argument("--table", action="store_true", help="only print the table")
     args = p.parse_args()
     if not args.table:

@@ -30,6 +30,23 @@ from mtadv.adversarial.base import Regularizer, StepContext
 from mtadv.config import TeacherConfig
 
 
+def warmup_beta(beta: float, n_averaged: int) -> float:
+    """β_n = min(β, (1 + n)/(10 + n)): the teacher tracks the student closely at first, then averages
+    over ~1/(1−β) steps (TensorFlow's ExponentialMovingAverage num_updates rule)."""
+    return min(beta, (1 + n_averaged) / (10 + n_averaged))
+
+
+def ema_with_warmup(beta: float):
+    """AveragedModel multi_avg_fn: θ̃ ← β_n θ̃ + (1 − β_n) θ with β_n from warmup_beta."""
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        decay = warmup_beta(beta, int(num_averaged))
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+
+    return update
+
+
 class BregmanTeacher(Regularizer):
     """μ_task · ℓ_s(f(x; θ), f(x; θ̃)) with θ̃ the EMA of θ; one instance shared by all tasks."""
 
@@ -77,9 +94,9 @@ class BregmanTeacher(Regularizer):
     def _ensure_teacher(self, model: nn.Module) -> None:
         if self.averaged is not None:
             return
-        averaged = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.bregman_beta), use_buffers=True
-        )  # deep copy of the student: θ̃_0 = θ at the start step
+        beta = self.cfg.bregman_beta
+        avg_fn = ema_with_warmup(beta) if self.cfg.bregman_beta_warmup else get_ema_multi_avg_fn(beta)
+        averaged = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=True)  # deep copy: θ̃_0 = θ
         averaged.update_parameters(model)  # n_averaged 0 -> 1 (the first update copies)
         averaged.eval().requires_grad_(False)
         self.averaged = averaged
