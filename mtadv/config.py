@@ -116,6 +116,9 @@ class TeacherConfig:
         0, "optimizer step at which the teacher is created (a copy of the student) and its term starts"
     )
     bregman_ramp_steps: int = opt(0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)")
+    bregman_beta_warmup: bool = opt(
+        True, "use β_n = min(β, (1+n)/(10+n)) for the n-th update, so a young teacher is not a stale one (false: paper)"
+    )
     eval_with_teacher: bool = opt(
         False, "also evaluate the teacher and save it as a model of its own (<checkpoint>/teacher/)"
     )
