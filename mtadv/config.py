@@ -105,6 +105,11 @@ class AdvConfig:
     freeat_replays: int = opt(2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)")
     freelb_max_norm: float = opt(0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)")
     vat_xi: float = opt(1e-6, "VAT: finite-difference scale ξ of the power iteration")
+    adv_keep_clean_loss: bool = opt(
+        False,
+        "PGD, FreeAT, FreeLB, AWP: also train on the clean loss L(x) (the fine-tuning-recipe variant); by default "
+        "they train on the adversarial loss alone, as published. FGM, VAT, SMART, grad_penalty always keep L(x)",
+    )
 
 
 @dataclass

@@ -242,15 +242,18 @@ class Trainer:
             embeds = self.model.embed(batch)  # (B, T, H) word embeddings
             logits = self.forward_model(batch, task=task, inputs_embeds=embeds)  # (B, C) or (B,)
             task_loss = self.loss_fns[task](logits, batch["labels"])
-            loss, logs = task_loss, {f"train/{task}/loss": task_loss.item()}
+            active = [r for r in self.regularizers.get(task, []) if r.active(self.state.step, self.state.epoch)]
+            # a method may train on its own (adversarial) loss instead of the clean one: replaces_task_loss
+            replaced = any(r.replaces_task_loss for r in active)
+            loss = torch.zeros_like(task_loss) if replaced else task_loss
+            logs = {f"train/{task}/loss": task_loss.item()}
             ctx = StepContext(
                 self.model, tdef, batch, embeds, logits, task_loss, rng, self.state.step, self.state.epoch
             )
-            for reg in self.regularizers.get(task, []):
-                if reg.active(self.state.step, self.state.epoch):
-                    reg_loss, reg_logs = reg.loss(ctx)
-                    loss = loss + reg_loss
-                    logs.update({f"train/{task}/{k}": v for k, v in reg_logs.items()})
+            for reg in active:
+                reg_loss, reg_logs = reg.loss(ctx)
+                loss = loss + reg_loss
+                logs.update({f"train/{task}/{k}": v for k, v in reg_logs.items()})
         if faults.loss_is_poisoned(self.state.step):  # tests: a NaN loss from a given step on
             loss = loss * float("nan")
         logs[f"train/{task}/total_loss"] = loss.item()

@@ -360,5 +360,14 @@ def test_multitask_cli_run_with_grad_accum(name, tiny_encoder, tmp_path):
     assert set(results["final"]) == {"rte", "stsb"} and results["run"]["steps"] == 3
     assert results["run"]["skipped_steps"] == 0
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    adv_logged = {k for row in history for k in row if k.endswith("/adv_loss")}
+    adv_logged = [(row, k[: -len("adv_loss")]) for row in history for k in row if k.endswith("/adv_loss")]
     assert adv_logged, "the regularizer never ran"
+    if name in LOSS_AT_PERTURBED_INPUT - {"fgm"}:  # adversarial training as published: no clean loss
+        assert all(row[p + "total_loss"] == pytest.approx(row[p + "adv_loss"], rel=1e-5) for row, p in adv_logged)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_which_methods_replace_the_clean_loss(name):
+    published = ADV_METHODS.get(name)(adv_config(name)).replaces_task_loss
+    keep = ADV_METHODS.get(name)(adv_config(name, adv_keep_clean_loss=True)).replaces_task_loss
+    assert published == (name in {"pgd", "freeat", "freelb", "awp"}) and not keep

@@ -6,7 +6,8 @@ widely used fine-tuning variant:
 
     g_l = ∇_{w_l} L(x; θ)                                      (l: each selected weight)
     v_l = clamp(η · ‖w_l‖ · g_l/‖g_l‖,  −ε·|w_l|,  +ε·|w_l|)    (element-wise clamp)
-    loss = L(x; θ) + λ · L(x; θ + v),   v detached (the gradient at θ + v is applied to θ)
+    loss = λ · L(x; θ + v),   v detached (the gradient at θ + v is applied to θ)
+    (--adv_keep_clean_loss adds L(x; θ), as the popular fine-tuning recipe does)
 
 The perturbed forward is `torch.func.functional_call(model, {name: w + v})`: the weights are
 never modified in place, so the clean graph stays valid, one backward covers both losses, and
@@ -22,6 +23,7 @@ to 1, ε = 1e-2, start after the first epoch (flags: --adv_lr, --adv_eps, --adv_
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 
 import torch
@@ -50,6 +52,10 @@ class AWP(Regularizer):
 
     name = "awp"
 
+    @property
+    def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss
+        return not self.cfg.adv_keep_clean_loss
+
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
         weights = select_weights(ctx.model, c.adv_weight_pattern)
@@ -67,6 +73,8 @@ class AWP(Regularizer):
         """v = clamp(η·‖w‖·g/‖g‖, ±ε·|w|), detached."""
         c = self.cfg
         v = c.adv_lr * w.norm() * g / (g.norm() + TINY)
+        if math.isinf(c.adv_eps):  # the paper's unclamped step (inf·|w| would be NaN where w = 0)
+            return v.detach()
         bound = c.adv_eps * w.abs()
         return torch.minimum(torch.maximum(v, -bound), bound).detach()
 

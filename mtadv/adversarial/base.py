@@ -66,6 +66,9 @@ class Regularizer:
 
     name: ClassVar[str] = ""
     replays: int = 1
+    # True: the step trains on this method's loss instead of the clean task loss (adversarial training as
+    # PGD/FreeAT/FreeLB/AWP publish it); the clean forward still supplies ctx. The loss must carry a graph.
+    replaces_task_loss: bool = False
 
     def __init__(self, cfg: AdvConfig) -> None:
         self.cfg = cfg

@@ -20,8 +20,8 @@ single backward, which fills δ.grad for free; `on_optimizer_step` then takes th
 (B_max, T_max, H) buffer that grows to the largest batch seen: a (B, T) batch uses its top-left
 corner, and only its real tokens are updated. As with images in the paper, the perturbation a
 new batch inherits was found for other examples. The buffer is in `state_dict()`, so a
-checkpoint that saves regularizer state resumes it. The trainer keeps the clean loss:
-loss = L(x) + λ·L(x + δ).
+checkpoint that saves regularizer state resumes it. As published, the step trains on λ·L(x + δ)
+alone; --adv_keep_clean_loss adds L(x).
 Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, step = ε, m = 8 (flags: --freeat_replays, --adv_eps,
 --adv_lr, --adv_norm, --adv_norm_level, --adv_weight).
 """
@@ -44,6 +44,10 @@ class FreeAT(Regularizer):
     """λ · L(x + δ) with δ carried across replays and batches and updated after each step."""
 
     name = "freeat"
+
+    @property
+    def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss
+        return not self.cfg.adv_keep_clean_loss
 
     def __init__(self, cfg: AdvConfig) -> None:
         super().__init__(cfg)

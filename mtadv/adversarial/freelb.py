@@ -16,8 +16,8 @@ Implementation: the K adversarial losses are returned as one mean, so the traine
 backward yields exactly the averaged gradient; ∇_δ between steps comes from
 `torch.autograd.grad(..., inputs=[δ], retain_graph=True)`. This holds K graphs at once (memory
 grows with K) and recomputes the activation gradients once more than Algorithm 1; it keeps one
-backward per micro-step, which DDP needs. The trainer keeps the clean loss:
-loss = L(x) + λ · (1/K) Σ L(x + δ_t).
+backward per micro-step, which DDP needs. As published, the step trains on λ·(1/K) Σ L(x + δ_t)
+alone; --adv_keep_clean_loss adds L(x).
 
 Paper defaults (GLUE, RoBERTa-large, Table 7, they vary by task): K = 2-3, α = 1e-1 to 5e-2,
 ε_init = 1e-1 to 6e-1, ε_max = 0 (no projection) for most tasks, ℓ2 per example
@@ -40,6 +40,10 @@ class FreeLB(Regularizer):
     """λ · (1/K) Σ_t L(x + δ_t), every term attached to the weights."""
 
     name = "freelb"
+
+    @property
+    def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss
+        return not self.cfg.adv_keep_clean_loss
 
     @property
     def perturbation_radius(self) -> float | None:

@@ -9,8 +9,8 @@ Adversarial Attacks" (ICLR), Eq. (2.1) and Sec. 3:
 x are each example's word embeddings (B, T, H), masked to real tokens. Only the final
 adversarial loss L(x + δ_K) trains the weights: the K ascent steps take gradients w.r.t. δ alone
 (torch.autograd.grad) on embeddings cut from the embedding matrix, and their graphs are freed at
-once. With --adv_init_mag 0 the first step reuses the clean graph (δ_0 = 0). The trainer keeps
-the clean loss: loss = L(x) + λ·L(x + δ_K), as fine-tuning recipes do.
+once. With --adv_init_mag 0 the first step reuses the clean graph (δ_0 = 0). As published, the
+step trains on λ·L(x + δ_K) alone; --adv_keep_clean_loss adds L(x), as fine-tuning recipes do.
 Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, α = 2/255, K = 7, random start. Text recipes: ℓ2,
 ε = 1.0, α = 0.3, K = 3 (flags: --adv_eps, --adv_lr, --adv_steps, --adv_init_mag, --adv_norm,
 --adv_norm_level, --adv_weight).
@@ -30,6 +30,10 @@ class PGD(Regularizer):
     """λ · L(x + δ_K), δ_K from K projected ascent steps inside the ε-ball."""
 
     name = "pgd"
+
+    @property
+    def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss
+        return not self.cfg.adv_keep_clean_loss
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
