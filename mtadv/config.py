@@ -209,7 +209,8 @@ def add_section_flags(parser: argparse.ArgumentParser, section: type) -> None:
     group = parser.add_argument_group(section.__name__, section.__doc__)
     for f in fields(section):
         typ = hints[f.name]
-        kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default})", "default": None}
+        help_text = f"{f.metadata['help']} (default: {f.default})".replace("%", "%%")  # argparse %-formats help
+        kw: dict[str, Any] = {"help": help_text, "default": None}
         if typ is bool:
             kw.update(type=_str2bool, nargs="?", const=True, metavar="BOOL")
         else:
@@ -223,7 +224,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML file of flag names to values; CLI flags win")
     for name, (help, values) in PRESETS.items():
-        parser.add_argument(f"--{name}", action="store_true", help=f"{help}: {values}")
+        parser.add_argument(f"--{name}", action="store_true", help=f"{help}: {values}".replace("%", "%%"))
     for section in SECTIONS.values():
         add_section_flags(parser, section)
     return parser
