@@ -41,6 +41,9 @@ def ema_with_warmup(beta: float):
 
     @torch.no_grad()
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (position ids): copy, never average
+            torch._foreach_copy_(averaged, current)
+            return
         decay = warmup_beta(beta, int(num_averaged))
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
 
