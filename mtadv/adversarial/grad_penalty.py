@@ -10,7 +10,9 @@ adversarial training: L(x + δ) ≈ L(x) + δ·∇ₓL, so penalizing ‖∇ₓL
 x_i are example i's word embeddings (T, H), masked to real tokens; ∇_{x_i} ℓ_i is the batch-mean
 loss's gradient times B (examples are independent in the encoder), so the penalty does not
 shrink with the batch size. `create_graph=True` makes the penalty differentiable w.r.t. θ; the
-trainer's single backward then does the double backprop. ε = 0 gives exactly zero.
+trainer's single backward then does the double backprop. L(x) is recomputed in one extra forward
+with PyTorch's math attention kernel, because fused kernels (CPU flash attention) have no double
+backward. ε = 0 gives exactly zero.
 Defaults: ε (--adv_eps) is the penalty weight; papers tune it in 1e-3 .. 1 (λ = --adv_weight
 multiplies it, like every term).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 
@@ -33,7 +36,11 @@ class GradientPenalty(Regularizer):
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
         batch = ctx.embeds.shape[0]
-        (grad,) = torch.autograd.grad(ctx.task_loss * batch, [ctx.embeds], create_graph=True)  # (B, T, H)
+        # The clean graph may hold fused attention kernels without a double backward (SDPA flash on CPU),
+        # so the loss is recomputed with the math kernel (same dropout masks: the same value).
+        with sdpa_kernel(SDPBackend.MATH):
+            clean = ctx.loss_fn(ctx.forward(ctx.embeds, replay_dropout=True), ctx.batch["labels"])
+        (grad,) = torch.autograd.grad(clean * batch, [ctx.embeds], create_graph=True)  # (B, T, H)
         sq_norm = (grad * ctx.mask).float().pow(2).sum(dim=(1, 2))  # (B,)
         penalty = 0.5 * c.adv_eps * sq_norm.mean()
         logs = {"adv_loss": penalty.item(), "input_grad_norm": sq_norm.sqrt().mean().item()}
