@@ -57,9 +57,10 @@ def format_results_table(results: Results, primary: dict[str, str] | None = None
     if not rows:
         return "(no dev results)"
     metrics = sorted({m for _, _, ms in rows for m in ms}, key=lambda m: (m != "loss", m))
-    head = f"{'task':<10} {'split':<16} " + " ".join(f"{m:>10}" for m in metrics)
+    tw, sw = max(10, *(len(t) for t, _, _ in rows)), max(16, *(len(s) for _, s, _ in rows))  # column widths
+    head = f"{'task':<{tw}} {'split':<{sw}} " + " ".join(f"{m:>10}" for m in metrics)
     lines = [head, "-" * len(head)]
     for t, s, ms in rows:
         cells = " ".join(f"{ms[m]:>10.2f}" if m in ms else f"{'':>10}" for m in metrics)
-        lines.append(f"{t:<10} {s:<16} {cells}")
+        lines.append(f"{t:<{tw}} {s:<{sw}} {cells}")
     return "\n".join(lines)
