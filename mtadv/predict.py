@@ -130,7 +130,8 @@ def select_prediction_tasks(model: MultiTaskModel, task_defs: dict[str, TaskDef]
     where = os.path.join(cfg.checkpoint, "task_defs.yml")
     has_kind = {t: _splits_of_kind(task_defs[t], cfg.split) for t in task_defs}
     if not cfg.tasks:
-        chosen = [task_defs[t] for t in model.task_to_head if t in task_defs and has_kind[t]]
+        labeled = {t for t, d in task_defs.items() if d.task_type.label_kind is not None}  # not mlm
+        chosen = [task_defs[t] for t in model.task_to_head if t in labeled and has_kind[t]]
         if not chosen:
             raise ConfigError(f"no task with a head in this checkpoint has a {cfg.split} split", file=where)
         return chosen

