@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
@@ -110,6 +111,23 @@ def test_masking_rate_and_80_10_10_split(tmp_path, tiny_encoder):
     assert torch.equal(batch["input_ids"][~chosen], original[~chosen])
     again = MLMCollator(tok, probability=0.15, seed=3)(rows)
     assert torch.equal(again["input_ids"], batch["input_ids"])  # masks depend on (seed, blocks) only
+
+
+def test_whole_word_masking_chooses_every_piece_of_a_word(tmp_path, tiny_encoder):
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    raw = datasets.Dataset.from_dict({"text": ["unbelievable things happened in the marketplace yesterday"] * 60})
+    blocks = pack_corpus(raw, tok, SEQ, str(tmp_path), "wwm", with_offsets=True)
+    batch = MLMCollator(tok, probability=0.3, whole_word=True, seed=0)([dict(r) for r in blocks.data])
+    chosen = (batch["mlm_labels"] != -100).tolist()
+    n_words = 0
+    for row, ids in zip(chosen, blocks.data["input_ids"]):
+        pieces = tok.convert_ids_to_tokens(ids)
+        special = [p in tok.all_special_tokens for p in pieces]  # a block may start mid-word
+        starts = [i for i, p in enumerate(pieces) if not p.startswith("##") or special[i - 1]] + [len(pieces)]
+        for a, b in zip(starts, starts[1:]):
+            assert len(set(row[a:b])) == 1, pieces[a:b]  # a word is chosen whole or not at all
+            n_words += b - a > 1 and row[a]
+    assert n_words > 0  # some multi-piece words were chosen
 
 
 def test_held_out_masks_are_identical_across_runs_and_seeds(tmp_path, tiny_encoder):
