@@ -47,7 +47,8 @@ def _txt(split: SplitDef, path: str) -> Iterator[tuple[int, Any]]:
         start, lines = 0, []
         for lineno, line in enumerate(f, 1):
             if line.strip():
-                start, lines = start or lineno, [*lines, line.strip()]
+                start = start or lineno
+                lines.append(line.strip())
             elif lines:
                 yield start, {TEXT: " ".join(lines)}
                 start, lines = 0, []
