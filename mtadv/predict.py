@@ -136,7 +136,7 @@ def select_prediction_tasks(model: MultiTaskModel, task_defs: dict[str, TaskDef]
             raise ConfigError(f"no task with a head in this checkpoint has a {cfg.split} split", file=where)
         return chosen
     chosen = []
-    for name in cfg.tasks.split(","):
+    for name in dict.fromkeys(n.strip() for n in cfg.tasks.split(",") if n.strip()):  # ordered, no repeats
         if name not in task_defs:
             raise ConfigError(f"unknown task {name!r}; tasks in the checkpoint: {sorted(task_defs)}", file=where)
         if name not in model.task_to_head:
