@@ -147,6 +147,13 @@ def select_prediction_tasks(model: MultiTaskModel, task_defs: dict[str, TaskDef]
                 task=name,
                 field="--tasks",
             )
+        if task_defs[name].task_type.label_kind is None:
+            raise ConfigError(
+                f"is a {task_defs[name].type} task; predict.py predicts classification and regression tasks",
+                file=where,
+                task=name,
+                field="--tasks",
+            )
         if not has_kind[name]:
             raise ConfigError(
                 f"has no {cfg.split} split (splits: {list(task_defs[name].splits)}); use another --split",
