@@ -373,3 +373,21 @@ def test_which_methods_replace_the_clean_loss(name):
     published = ADV_METHODS.get(name)(adv_config(name)).replaces_task_loss
     keep = ADV_METHODS.get(name)(adv_config(name, adv_keep_clean_loss=True)).replaces_task_loss
     assert published == (name in {"pgd", "freeat", "freelb", "awp"}) and not keep
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["freelb", "awp", "freeat"])
+def test_method_combines_with_the_bregman_teacher(name, tiny_encoder, tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        *("--tasks", "rte", "--init_checkpoint", str(tiny_encoder), "--output_dir", str(out), "--log_steps", "1"),
+        *("--max_steps", "2", "--batch_size", "4", "--max_train_samples", "8", "--max_eval_samples", "4"),
+        *("--adv", name, "--adv_eps", "0.05", "--adv_lr", "0.02", "--bregman_mu", "1", "--bregman_start_step", "0"),
+    ]
+    assert run_train(argv) == 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    rows = [row for row in history if "train/rte/adv_loss" in row]
+    assert rows and all("train/rte/bregman_loss" in row for row in rows)
+    for row in rows:  # the step trains on the adversarial loss (published variant) plus the teacher term
+        want = row["train/rte/adv_loss"] + row["train/rte/bregman_mu"] * row["train/rte/bregman_loss"]
+        assert row["train/rte/total_loss"] == pytest.approx(want, rel=1e-5)
