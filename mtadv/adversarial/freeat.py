@@ -80,18 +80,15 @@ class FreeAT(Regularizer):
         self.pending = []
 
     def _corner(self, embeds: Tensor) -> Tensor:
-        """The buffer's top-left (B, T) corner, growing the buffer (with zeros) when needed."""
+        """A copy of the buffer's top-left (B, T) corner; the buffer grows (zero-filled) to fit the batch."""
         b, t, h = embeds.shape
-        buf = self.buffer
-        if buf is None or buf.shape[0] < b or buf.shape[1] < t or buf.device != embeds.device:
-            grown = torch.zeros(
-                max(b, 0 if buf is None else buf.shape[0]), max(t, 0 if buf is None else buf.shape[1]), h
-            )
-            grown = grown.to(embeds)
-            if buf is not None:
-                grown[: buf.shape[0], : buf.shape[1]] = buf.to(grown)
-            self.buffer = buf = grown
-        return buf[:b, :t].clone()
+        old = self.buffer.to(embeds) if self.buffer is not None else embeds.new_zeros(0, 0, h)
+        if old.shape[0] < b or old.shape[1] < t:
+            grown = embeds.new_zeros(max(b, old.shape[0]), max(t, old.shape[1]), h)
+            grown[: old.shape[0], : old.shape[1]] = old
+            old = grown
+        self.buffer = old
+        return old[:b, :t].clone()
 
     def state_dict(self) -> dict[str, Any]:
         return {"delta": None if self.buffer is None else self.buffer.detach().cpu()}
