@@ -4,6 +4,8 @@ regression), the run's outputs, and a checkpoint that reloads to identical predi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,23 @@ def test_checkpoint_reloads_to_identical_predictions(tiny_encoder, tmp_path):
     assert all(torch.equal(v, trained[k]) for k, v in encoder.state_dict().items())
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["results"] == saved["final"]  # best/ is the final model, as assumed above
+
+
+def test_second_run_in_a_new_process_skips_tokenization(tiny_encoder, tmp_path, monkeypatch):
+    """The cache key must be stable across processes (file identity, tokenizer, max length)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MTADV_CACHE", str(cache))
+    args = run_args(tiny_encoder, tmp_path / "first", tasks="rte", max_steps=1)
+    flags = [x for k, v in args.items() for x in (f"--{k}", str(v))]
+    assert run_train(flags) == 0
+    cached = sorted(p.name for p in cache.iterdir())
+    assert len(cached) == 2  # rte train and dev
+
+    flags[flags.index("--output_dir") + 1] = str(tmp_path / "second")
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(repo / "train.py"), *flags], capture_output=True, text=True, cwd=repo, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tokenizing" not in done.stderr  # datasets' map progress bar: shown only when it runs
+    assert sorted(p.name for p in cache.iterdir()) == cached
