@@ -163,6 +163,9 @@ def test_perturbation_inside_radius_and_off_padding(name, norm, level, tiny_enco
     assert norm_of(delta, norm, level).max() <= radius * (1 + 1e-5)
     assert norm_of(delta, norm, level).max() > 0  # it did perturb
     assert torch.all(delta * (1 - ctx.mask) == 0)  # padding is never perturbed
+    # each example's embeddings, not the embedding matrix: the same token ([CLS]) gets different δ
+    assert ctx.batch["input_ids"][0, 0] == ctx.batch["input_ids"][1, 0]
+    assert not torch.equal(delta[0, 0], delta[1, 0])
 
 
 @pytest.mark.parametrize("name", METHODS)
