@@ -71,16 +71,10 @@ def build_submission(
 def validate_submission(sub: SubmissionFile) -> None:
     """The leaderboard's checks: row count, each index exactly once, each label in the vocabulary."""
 
-    def fail(problem: str) -> ConfigError:
-        return ConfigError(
-            f"{problem}; nothing was written", file=sub.name, task=sub.task.name, field=f"submission ({sub.source})"
-        )
-
+    fail = _failure(sub.task, sub.name, sub.source)
     if len(sub.rows) != len(sub.expected_ids):
         raise fail(f"{len(sub.rows)} rows, but the test file has {len(sub.expected_ids)} examples")
-    dup_in_file = [i for i, n in Counter(sub.expected_ids).items() if n > 1]
-    if dup_in_file:
-        raise fail(f"the test file itself repeats index {dup_in_file[0]!r}; fix the file or its `id` column")
+    check_test_ids(sub.task, sub.name, sub.source, sub.expected_ids)
     counts = Counter(i for i, _ in sub.rows)
     repeated = [i for i, n in counts.items() if n > 1]
     if repeated:
@@ -92,6 +86,21 @@ def validate_submission(sub: SubmissionFile) -> None:
         problem = _vocabulary_problem(sub.task, label)
         if problem:
             raise fail(f"index {index!r}: {problem}")
+
+
+def check_test_ids(task: TaskDef, name: str, source: str, ids: Sequence[str]) -> None:
+    """A test file whose index repeats cannot give a valid submission; checked before predicting too."""
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:
+        fail = _failure(task, name, source)
+        raise fail(f"the test file itself repeats index {repeated[0]!r}; fix the file or its `id` column")
+
+
+def _failure(task: TaskDef, name: str, source: str):
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"{problem}; nothing was written", file=name, task=task.name, field=f"submission ({source})")
+
+    return fail
 
 
 def _vocabulary_problem(task: TaskDef, label: str) -> str | None:

@@ -28,6 +28,7 @@ from data_utils.submission import (
     ZIP_NAME,
     SubmissionFile,
     build_submission,
+    check_test_ids,
     jsonl_bytes,
     prediction_records,
     publish,
@@ -186,6 +187,8 @@ def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any
                 raw = raw.select(range(min(cap, len(raw)))) if cap else raw  # the trainer's cap
             sdef = task.splits[split]
             source = sdef.hub if sdef.format == "hub" else split_path(sdef, data_dir)
+            if cfg.split == "test" and split in task.submission:  # fail before predicting, not after
+                check_test_ids(task, task.submission[split], str(source), raw["id"])
             jobs.append(SplitJob(task, split, raw, str(source)))
     return jobs
 
