@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -121,9 +122,12 @@ def _label(task: TaskDef, raw: Any, err) -> int | float:
             return raw  # hub datasets store class indices
         raise err(f"label {raw!r} is not in the label list {list(task.labels)}; fix the data or 'labels'")
     try:
-        return float(raw)
+        score = float(raw)
     except (TypeError, ValueError):
         raise err(f"label {raw!r} is not a number, as a {task.type} task needs") from None
+    if not math.isfinite(score):  # "nan"/"inf" parse as floats but would poison the loss
+        raise err(f"label {raw!r} is not a finite number, as a {task.type} task needs")
+    return score
 
 
 def _delimited(delimiter: str, quoting: int) -> RowSource:

@@ -171,3 +171,14 @@ def _write_tasks(tmp_path: Path, train_split: dict) -> dict:
     spec = {"type": "classification", "labels": ["neg", "pos"], "splits": {"train": train_split}}
     (tmp_path / "tasks.yml").write_text(yaml.safe_dump({"tasks": {"toy": spec}}))
     return load_task_defs(tmp_path / "tasks.yml")
+
+
+@pytest.mark.parametrize("bad", ["", "n/a", "nan", "inf"])
+def test_regression_label_must_be_a_finite_number(tmp_path, bad):
+    spec = {"type": "regression", "splits": {"train": {"path": "t.tsv", "columns": {"text_a": "s", "label": "y"}}}}
+    (tmp_path / "tasks.yml").write_text(yaml.safe_dump({"tasks": {"sim": spec}}))
+    (tmp_path / "t.tsv").write_text(f"s\ty\nfine\t2.5\nodd\t{bad}\n")
+    with pytest.raises(ConfigError) as info:
+        read_split(load_task_defs(tmp_path / "tasks.yml")["sim"], "train", str(tmp_path))
+    assert f"{tmp_path / 't.tsv'}:3" in str(info.value) and "splits.train.label" in str(info.value)
+    assert "number" in str(info.value)
