@@ -385,3 +385,19 @@ def test_independent_validator_rejects_a_tampered_zip(submission, tmp_path, caps
     assert _validator().main(["--zip", str(bad), "--glue_dir", str(CUT)]) == 1
     out = capsys.readouterr().out
     assert "repeated indices: ['2002']" in out and "WNLI.tsv" in out and "'sub/AX.tsv'" in out
+
+
+@pytest.mark.integration
+def test_teacher_dev_metrics_equal_the_teacher_results_training_reported(tmp_path, tiny_encoder):
+    """A run with the EMA teacher saves best/teacher/; --use_teacher reproduces results.json's teacher metrics."""
+    run = _train(tmp_path, tiny_encoder, "rte,stsb", ["--bregman_mu", "1", "--eval_with_teacher"])
+    reported = json.loads((run / "results.json").read_text())
+    outs = {}
+    for name, extra in [("student", []), ("teacher", ["--use_teacher"])]:
+        out = tmp_path / name
+        argv = ["--checkpoint", str(run / "best"), "--split", "dev", "--output_dir", str(out), "--progress", "0"]
+        assert predict_main([*argv, *extra]) == 0
+        outs[name] = json.loads((out / "metrics.json").read_text())["results"]
+    assert outs["student"] == reported["results"]
+    assert outs["teacher"] == reported["teacher"]["results"]
+    assert outs["teacher"] != outs["student"]  # really another model
