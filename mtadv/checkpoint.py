@@ -143,6 +143,7 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
+        _umask_modes(tmp)
         _fsync_tree(tmp)
         old = target.with_name(f".{target.name}.old")
         if target.exists():
@@ -154,6 +155,16 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask_modes(root: Path) -> None:
+    """mkdtemp creates 0700 and safetensors writes 0600: give the checkpoint the modes of plain files
+    (0644/0755 under the usual umask), so other users and serving containers can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _fsync_tree(root: Path) -> None:

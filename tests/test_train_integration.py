@@ -4,6 +4,8 @@ regression), the run's outputs, and a checkpoint that reloads to identical predi
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +73,10 @@ def test_cli_run_writes_results_tensorboard_and_history(tiny_encoder, tmp_path):
         assert {"model.safetensors", "config.json", "heads.safetensors", "mtadv.json"} <= files
         assert {"task_defs.yml", "run_config.json", "tokenizer.json"} <= files
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary directories left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "best").stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    assert stat.S_IMODE((out / "best" / "model.safetensors").stat().st_mode) == 0o666 & ~umask
 
 
 def test_checkpoint_reloads_to_identical_predictions(tiny_encoder, tmp_path):
