@@ -11,9 +11,11 @@ approximated by projected gradient ascent on the word embeddings x:
     R_s = ℓ_s(f(x̃), f(x))                                      (gradient through both branches)
 
 ℓ_s is the task's adversarial divergence (symmetric KL for classification, squared error for
-regression). Paper defaults (Sec. 5 / Appendix): σ = 1e-5, η = 1e-3, ε = 1e-5, K = 1, ℓ∞
-normalization, λ_s = 1 (flags --adv_init_mag, --adv_lr, --adv_eps, --adv_steps, --adv_norm,
---adv_weight).
+regression). Paper defaults (Sec. 5, implementation details): σ = 1e-5, η = 1e-3, ε = 1e-5, K = 1,
+ℓ∞ normalization, λ_s = 1 (flags --adv_init_mag, --adv_lr, --adv_eps, --adv_steps, --adv_norm,
+--adv_weight; --smart sets them all). ε is a real radius here; the reference code never
+projected, so its perturbation was η·g/‖g‖∞ (ℓ∞ = η = 1e-3 per token): `--adv_eps 1e-3`
+reproduces that size (README, section SMART, has the measured R_s for both).
 
 `virtual_adversarial_perturbation` is the shared ascent: ALUM (MLM) and VAT-style methods reuse it.
 """
