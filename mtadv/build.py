@@ -183,7 +183,7 @@ def build_trainer(cfg: RunConfig) -> Trainer:
     resume_step = run_dir.checkpoint_step(resume_from) if resume_from else None
     if dist_info.rank == 0:
         identity = run_dir.run_identity(cfg, list(tasks))
-        run_dir.prepare_output_dir(Path(tc.output_dir), identity, clear, resume_step)
+        run_dir.prepare_output_dir(Path(tc.output_dir), identity, clear, resume_from)
     distributed.barrier()
     purge = None if resume_step is None else resume_step + 1  # TensorBoard drops events logged after it
     tracker = RunTracker(tc.output_dir, enabled=dist_info.rank == 0, purge_step=purge)

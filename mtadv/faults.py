@@ -7,6 +7,7 @@
     enospc_in_save@k    raise OSError(ENOSPC) half-way through writing checkpoint-k
     sigterm_after_step@k  send SIGTERM to this process right after optimizer step k
     nan_loss@k          the loss is NaN on every micro-step from optimizer step k (0-based) on
+    nan_loss_once@k     the loss is NaN in optimizer step k (0-based) only
 
 The tests use these to stop a real run at an exact point (a kill from outside lands anywhere,
 which is also tested, but cannot be aimed). Nothing here runs when the variable is unset.
@@ -54,4 +55,6 @@ def in_save(step: int) -> None:
 
 def loss_is_poisoned(step: int) -> bool:
     """True when the loss at this step should be replaced by NaN."""
-    return bool(os.environ.get(ENV)) and any(step >= k for k in _armed("nan_loss"))
+    if not os.environ.get(ENV):
+        return False
+    return any(step >= k for k in _armed("nan_loss")) or step in _armed("nan_loss_once")

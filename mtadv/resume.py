@@ -41,6 +41,7 @@ from mtadv.errors import UserError
 STATE_DIR = "training_state"
 TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
+HISTORY_FILE = "history.jsonl"  # written by mtadv.tracking.RunTracker
 STATE_FORMAT = 1
 _TENSOR, _TUPLE, _DICT, _NDARRAY = "__tensor__", "__tuple__", "__dict__", "__ndarray__"
 
@@ -138,8 +139,23 @@ def restore_rng(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- save
 def rank_local_state(trainer) -> dict[str, Packed]:
     """What differs between DDP ranks: RNG streams and (possibly) regularizer state."""
-    regs = {task: [r.state_dict() for r in rs] for task, rs in trainer.regularizers.items()}
+    unique, layout = _unique_regularizers(trainer.regularizers)
+    regs = {"states": [r.state_dict() for r in unique], "tasks": layout}
     return {"rng": pack(capture_rng(trainer.device)), "regularizers": pack(regs)}
+
+
+def _unique_regularizers(regularizers: dict[str, list]) -> tuple[list, dict[str, list[int]]]:
+    """Each regularizer object once (the EMA teacher is shared by tasks), and task -> indices into them."""
+    unique: list = []
+    index: dict[int, int] = {}  # id(regularizer) -> position in unique
+    layout: dict[str, list[int]] = {}
+    for task, regs in regularizers.items():
+        for r in regs:
+            if id(r) not in index:
+                index[id(r)] = len(unique)
+                unique.append(r)
+        layout[task] = [index[id(r)] for r in regs]
+    return unique, layout
 
 
 def write_training_state(directory: Path, trainer, rank_states: list[dict[str, Packed]]) -> None:
@@ -150,6 +166,7 @@ def write_training_state(directory: Path, trainer, rank_states: list[dict[str, P
         "format_version": STATE_FORMAT,
         "world_size": len(rank_states),
         "total_steps": trainer.total_steps,
+        "history_bytes": _size(Path(trainer.tracker.output_dir) / HISTORY_FILE),  # resume cuts history.jsonl here
         "state": dataclasses.asdict(trainer.state),
     }
     (d / TRAINER_STATE_FILE).write_text(json.dumps(meta, indent=1))
@@ -179,9 +196,19 @@ def chain_writers(*writers: Callable[[Path], None] | None) -> Callable[[Path], N
     return write_all
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
 # ---------------------------------------------------------------- load
 def has_training_state(checkpoint: Path) -> bool:
     return (checkpoint / STATE_DIR / TRAINER_STATE_FILE).is_file()
+
+
+def saved_history_bytes(checkpoint: Path) -> int:
+    """Size of history.jsonl when the checkpoint was taken: lines after it were logged by a killed run."""
+    meta = json.loads((checkpoint / STATE_DIR / TRAINER_STATE_FILE).read_text())
+    return int(meta.get("history_bytes", 0))
 
 
 def load_training_state(trainer, checkpoint: Path) -> None:
@@ -217,14 +244,12 @@ def _rank_stem(d: Path, kind: str, rank: int) -> str:
 
 
 def _load_regularizers(trainer, d: Path) -> None:
-    states = unpack(read_packed(d, _rank_stem(d, "regularizers", trainer.rank), trainer.device))
-    mine = {task: len(rs) for task, rs in trainer.regularizers.items()}
-    saved = {task: len(rs) for task, rs in states.items()}
-    if mine != saved:
+    saved = unpack(read_packed(d, _rank_stem(d, "regularizers", trainer.rank), trainer.device))
+    unique, layout = _unique_regularizers(trainer.regularizers)
+    if layout != saved["tasks"]:
         raise UserError(
-            f"{d}: the checkpoint has regularizers {saved} (task: count) but this run builds {mine}; "
-            "resume with the original --adv settings and task definitions"
+            f"{d}: the checkpoint's regularizers {saved['tasks']} (task: regularizer indices) differ from this "
+            f"run's {layout}; resume with the original --adv settings and task definitions"
         )
-    for task, regs in trainer.regularizers.items():
-        for reg, state in zip(regs, states[task]):
-            reg.load_state_dict(state)
+    for reg, state in zip(unique, saved["states"]):
+        reg.load_state_dict(state)

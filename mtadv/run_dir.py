@@ -22,10 +22,9 @@ from typing import Any
 
 from mtadv.config import RunConfig
 from mtadv.errors import UserError
-from mtadv.resume import has_training_state
+from mtadv.resume import HISTORY_FILE, has_training_state, saved_history_bytes
 
 RUN_CONFIG_FILE = "run_config.json"
-HISTORY_FILE = "history.jsonl"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RUN_ENTRIES = (RUN_CONFIG_FILE, "results.json", HISTORY_FILE, "tb", "best")  # besides checkpoint-*/
 OPERATIONAL = {
@@ -133,7 +132,7 @@ def config_diff(stored: dict, current: dict) -> list[str]:
     return diff
 
 
-def prepare_output_dir(out: Path, identity: dict, clear: bool, resume_step: int | None) -> None:
+def prepare_output_dir(out: Path, identity: dict, clear: bool, resume_from: Path | None) -> None:
     """Rank 0, after every check passed: clear or repair the directory, record the run's identity."""
     out.mkdir(parents=True, exist_ok=True)
     if clear:
@@ -141,8 +140,8 @@ def prepare_output_dir(out: Path, identity: dict, clear: bool, resume_step: int 
             if p.name in RUN_ENTRIES or CHECKPOINT_RE.match(p.name) or _is_leftover(p.name):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     recover_interrupted_writes(out)
-    if resume_step is not None:
-        truncate_history(out, resume_step)
+    if resume_from is not None:
+        truncate_history(out, saved_history_bytes(resume_from))
     tmp = out / f".{RUN_CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(identity, indent=2))
     os.replace(tmp, out / RUN_CONFIG_FILE)
@@ -174,19 +173,9 @@ def rotate_checkpoints(out: Path, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def truncate_history(out: Path, step: int) -> None:
-    """Drop history lines logged after `step` (a killed run logged steps it will now redo)."""
+def truncate_history(out: Path, nbytes: int) -> None:
+    """Cut history.jsonl back to its size at the checkpoint: the resumed run logs those steps again."""
     path = out / HISTORY_FILE
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines(keepends=True) if _line_step(line) <= step]
-    tmp = path.with_name(f".{HISTORY_FILE}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
-
-
-def _line_step(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return 1 << 62  # a torn last line from a kill: drop it
+    if path.is_file() and path.stat().st_size > nbytes:
+        with open(path, "r+b") as f:
+            f.truncate(nbytes)

@@ -138,6 +138,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
+        # from_pretrained returns the encoder in eval mode: without this, encoder dropout stayed off
+        # until the first evaluation switched the model back to train mode
+        self.model.train()
         start, bar = time.perf_counter(), self._progress_bar()
         with StopOnSignal() as stop:  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
             while self.state.step < self.total_steps:
