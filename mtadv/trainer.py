@@ -142,7 +142,8 @@ class Trainer:
         # until the first evaluation switched the model back to train mode
         self.model.train()
         start, bar = time.perf_counter(), self._progress_bar()
-        with StopOnSignal() as stop:  # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop
+        # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop; the bar ends its line on errors
+        with StopOnSignal() as stop, bar:
             while self.state.step < self.total_steps:
                 for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
                     first_step = self.state.step + 1
