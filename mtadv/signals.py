@@ -19,11 +19,12 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 class Interrupted(Exception):
     """Training stopped on a signal after writing a checkpoint."""
 
-    def __init__(self, signum: int, checkpoint: str | None) -> None:
+    def __init__(self, signum: int, checkpoint: str) -> None:
         self.signum, self.checkpoint = signum, checkpoint
         name = signal.Signals(signum).name
-        where = f"saved a checkpoint to {checkpoint}" if checkpoint else "no checkpoint written (not rank 0)"
-        super().__init__(f"received {name}: {where}; rerun the same command to resume from it")
+        super().__init__(
+            f"received {name}: saved a checkpoint to {checkpoint}; rerun the same command to resume from it"
+        )
 
     @property
     def exit_code(self) -> int:

@@ -178,7 +178,7 @@ class Trainer:
         stopping = distributed.any_rank(stop.requested is not None)  # every rank stops at the same step
         path = self.save_training_checkpoint() if due or stopping else None
         if stopping:
-            raise Interrupted(stop.requested or signal.SIGTERM, path if self.rank == 0 else None)
+            raise Interrupted(stop.requested or signal.SIGTERM, path)
 
     def _groups(self, epoch: int, start: int):
         """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
