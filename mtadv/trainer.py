@@ -142,6 +142,7 @@ class Trainer:
         # until the first evaluation switched the model back to train mode
         self.model.train()
         start, bar = time.perf_counter(), self._progress_bar()
+        self._examples_at_start = self.state.examples_seen  # a resumed run's speed counts this session only
         # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop; the bar ends its line on errors
         with StopOnSignal() as stop, bar:
             while self.state.step < self.total_steps:
@@ -414,7 +415,9 @@ class Trainer:
             "steps": s.step,
             "epochs_completed": s.epoch,
             "seconds": round(seconds, 2),
-            "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
+            "train_examples_per_second": round(
+                (s.examples_seen - getattr(self, "_examples_at_start", 0)) / max(seconds, 1e-9), 2
+            ),
             "skipped_steps": s.skipped_steps,
             "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()},
         }
