@@ -120,12 +120,14 @@ def result_path(args: argparse.Namespace, task: str, side: str, seed: int) -> st
 
 def run_one(args: argparse.Namespace, tdef: TaskDef, side: str, seed: int) -> None:
     path = result_path(args, tdef.name, side, seed)
+    settings = {k: v for k, v in vars(args).items() if k not in ("tasks", "seeds", "results_dir")}
     if os.path.exists(path):
+        if json.load(open(path))["settings"] != settings:
+            sys.exit(f"error: {path} was measured with other settings; pass another --results_dir")
         print(f"skip {path} (exists)")
         return
     with tempfile.TemporaryDirectory(prefix=f"acc-{tdef.name}-{side}-") as tmp:
         result = run_mtadv(args, tdef.name, seed, tmp) if side == "mtadv" else run_hf(args, tdef, seed, tmp)
-    settings = {k: v for k, v in vars(args).items() if k not in ("tasks", "seeds", "results_dir")}
     result.update(task=tdef.name, side=side, seed=seed, settings=settings)
     os.makedirs(args.results_dir, exist_ok=True)
     with open(path + ".tmp", "w") as f:
