@@ -115,7 +115,8 @@ class Trainer:
             rank,
         )
         self.replays = max([r.replays for regs in regularizers.values() for r in regs] or [1])
-        self.groups_per_epoch = math.ceil(len(self.sampler.epoch_plan(0)) / self.tc.grad_accum)
+        self.batches_per_epoch = len(self.sampler.epoch_plan(0))
+        self.groups_per_epoch = math.ceil(self.batches_per_epoch / self.tc.grad_accum)
         self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
         self.optimizer = _adamw(model, self.tc.learning_rate, self.tc.weight_decay)
         self.scheduler = get_scheduler(
@@ -413,7 +414,8 @@ class Trainer:
         s = self.state
         run = {
             "steps": s.step,
-            "epochs_completed": s.epoch,
+            # a run that ends on an epoch's last batch stops before the epoch counter moves on
+            "epochs_completed": s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch),
             "seconds": round(seconds, 2),
             "train_examples_per_second": round(
                 (s.examples_seen - getattr(self, "_examples_at_start", 0)) / max(seconds, 1e-9), 2
