@@ -24,7 +24,7 @@ import datasets
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from data_utils.readers import ROW_SOURCES, split_path
+from data_utils.readers import ROW_SOURCES, existing_source
 from data_utils.tokenize import TokenizedSplit
 from mtadv.errors import ConfigError
 from mtadv.taskdef import SplitDef, TaskDef
@@ -88,15 +88,8 @@ def read_corpus(task: TaskDef, split_name: str, data_dir: str | None, holdout: f
 
 
 def _read_passages(task: TaskDef, split: SplitDef, data_dir: str | None) -> datasets.Dataset:
-    where = split.hub if split.format == "hub" else split_path(split, data_dir)
+    where = existing_source(task, split, data_dir, "corpus file")
     field = str(split.columns.get(TEXT, TEXT))
-    if split.format != "hub" and not os.path.isfile(where):
-        raise ConfigError(
-            f"corpus file not found; check --data_dir ({data_dir}) and splits.{split.name}.path",
-            file=where,
-            task=task.name,
-            field=f"splits.{split.name}.path",
-        )
     texts = []
     try:
         for lineno, row in ROW_SOURCES.get(split.format)(split, where):

@@ -36,17 +36,23 @@ def split_path(split: SplitDef, data_dir: str | None) -> str:
     return split.path if os.path.isabs(split.path) or not data_dir else os.path.join(data_dir, split.path)
 
 
-def read_split(task: TaskDef, split_name: str, data_dir: str | None) -> datasets.Dataset:
-    """Read and validate one split; raises ConfigError naming file, task and field."""
-    split = task.splits[split_name]
+def existing_source(task: TaskDef, split: SplitDef, data_dir: str | None, what: str) -> str:
+    """The split's file path (or hub name); a missing file is a ConfigError naming the fix."""
     where = split.hub if split.format == "hub" else split_path(split, data_dir)
     if split.format != "hub" and not os.path.isfile(where):
         raise ConfigError(
-            f"data file not found; check --data_dir ({data_dir}) and splits.{split_name}.path",
+            f"{what} not found; check --data_dir ({data_dir}) and splits.{split.name}.path",
             file=where,
             task=task.name,
-            field=f"splits.{split_name}.path",
+            field=f"splits.{split.name}.path",
         )
+    return where
+
+
+def read_split(task: TaskDef, split_name: str, data_dir: str | None) -> datasets.Dataset:
+    """Read and validate one split; raises ConfigError naming file, task and field."""
+    split = task.splits[split_name]
+    where = existing_source(task, split, data_dir, "data file")
     rows = _rows(task, split, where)
     if not rows["id"]:
         raise ConfigError(
