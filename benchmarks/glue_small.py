@@ -84,7 +84,7 @@ def prepare_data(glue_dir: Path, cache: Path) -> Path:
 
 def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     out_file = Path(args.out) / f"{job['id']}.json"
-    if out_file.exists():
+    if out_file.exists() or not _claim(Path(args.work_dir) / "glue_small_claims" / job["id"]):
         return
     with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
         cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
@@ -115,6 +115,28 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     print(f"done {job['id']}: {_primary(res, job['tasks'])} ({record['wall_s']}s)", flush=True)
 
 
+def _claim(path: Path) -> bool:
+    """Take a job for this process, so sweeps started side by side never run the same job twice.
+
+    A claim names its process; one whose process is gone (a killed sweep) is taken over.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or 0)
+                os.kill(owner, 0)  # raises when no such process
+                return owner == os.getpid()
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                path.unlink(missing_ok=True)
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+
+
 def _train_stats(history: Path) -> dict[str, float]:
     """Mean of each logged train scalar over the run (adv_loss, bregman_loss, delta norm ...)."""
     sums: dict[str, list[float]] = {}
@@ -140,27 +162,38 @@ def jobs(args: argparse.Namespace) -> list[dict]:
                 groups = [[t] for t in tasks] if mode == "single" else [tasks]
                 for g in groups:
                     jid = f"{mode}-{'+'.join(g)}-{config}-s{seed}{args.tag}"
-                    out.append({"id": jid, "mode": mode, "tasks": g, "config": config, "seed": seed})
+                    job = {"id": jid, "mode": mode, "tasks": g, "config": config, "seed": seed, "tag": args.tag}
+                    out.append(job)
     return out
 
 
-def table(out_dir: Path) -> str:
-    """mean ± std (n) of each task's primary dev metric, by mode and config (best checkpoint)."""
-    cells: dict[tuple[str, str, str], list[float]] = {}
+def _budget(rec: dict) -> str:
+    """The run's budget tag (older records carry it only as the id's suffix after `-s<seed>`)."""
+    return rec.get("tag", rec["id"].split(f"-s{rec['seed']}", 1)[1])
+
+
+def table(out_dir: Path, tag: str | None = None) -> str:
+    """mean ± std (n) of each task's primary dev metric by budget, mode and config (best checkpoint).
+
+    Runs of different budgets (tags) are never pooled; `tag` keeps one budget only.
+    """
+    cells: dict[tuple[str, str, str, str], list[float]] = {}
     for f in sorted(out_dir.glob("*.json")):
         rec = json.loads(f.read_text())
+        if tag is not None and _budget(rec) != tag:
+            continue
         for task, value in _primary(rec["result"], rec["tasks"]).items():
-            cells.setdefault((rec["mode"], rec["config"], task), []).append(value)
-    tasks = sorted({k[2] for k in cells}, key=list(PRIMARY).index)
-    lines = ["| mode | config | " + " | ".join(f"{t} ({PRIMARY[t]})" for t in tasks) + " |"]
-    lines.append("|---|---|" + "---|" * len(tasks))
-    for mode, config in sorted({(m, c) for m, c, _ in cells}):
+            cells.setdefault((_budget(rec), rec["mode"], rec["config"], task), []).append(value)
+    tasks = sorted({k[3] for k in cells}, key=list(PRIMARY).index)
+    lines = ["| budget | mode | config | " + " | ".join(f"{t} ({PRIMARY[t]})" for t in tasks) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(tasks))
+    for budget, mode, config in sorted({k[:3] for k in cells}):
         row = []
         for t in tasks:
-            v = cells.get((mode, config, t), [])
+            v = cells.get((budget, mode, config, t), [])
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             row.append(f"{statistics.fmean(v):.1f} ± {sd:.1f} ({len(v)})" if v else "")
-        lines.append(f"| {mode} | {config} | " + " | ".join(row) + " |")
+        lines.append(f"| {budget} | {mode} | {config} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -181,13 +214,13 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix for the result ids (e.g. a budget label)")
     p.add_argument("--extra", default="", help="more train.py flags for every run")
     p.add_argument("--lock", default="", help="run each train.py under `flock LOCK` (e.g. /tmp/mtadv-heavy.lock)")
-    p.add_argument("--table", action="store_true", help="only print the table")
+    p.add_argument("--table", action="store_true", help="only print the table (of --tag's budget when given)")
     args = p.parse_args()
     if not args.table:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_small_cache")
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), jobs(args)))
-    print(table(Path(args.out)))
+    print(table(Path(args.out), args.tag if args.tag or not args.table else None))
 
 
 if __name__ == "__main__":
