@@ -114,6 +114,7 @@ def build_model(cfg: RunConfig, tasks: dict[str, TaskDef], weights_from: Path | 
     """The model from --init_checkpoint, or, when resuming, from the checkpoint being resumed."""
     source = str(weights_from) if weights_from else cfg.train.init_checkpoint
     encoder, tokenizer = load_encoder(source, cfg.train.trust_remote_code)
+    check_seq_len(cfg.train.max_seq_len, encoder.config, source)
     model = MultiTaskModel(encoder, tasks, head_dropout=cfg.train.head_dropout)
     path = resolve_model_path(source)
     if os.path.isdir(path):
@@ -122,6 +123,31 @@ def build_model(cfg: RunConfig, tasks: dict[str, TaskDef], weights_from: Path | 
         if weights_from and missing:
             raise ConfigError(f"has no weights for head(s) {missing}; it belongs to another run", file=source)
     return model, tokenizer
+
+
+def position_limit(config) -> int | None:
+    """Longest input the encoder's position embeddings cover (None: no learned limit, e.g. relative).
+
+    RoBERTa-style models offset positions past the padding index, so 514 embeddings cover 512 tokens.
+    """
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer") and config.pad_token_id is not None:
+        limit -= config.pad_token_id + 1
+    return limit
+
+
+def check_seq_len(max_seq_len: int, config, source: str) -> None:
+    """Longer inputs would index past the position table mid-run (an IndexError deep in the encoder)."""
+    limit = position_limit(config)
+    if limit is not None and max_seq_len > limit:
+        raise ConfigError(
+            f"--max_seq_len {max_seq_len} is longer than this encoder's {limit} positions; use --max_seq_len {limit} "
+            "or less",
+            file=source,
+            field="--max_seq_len",
+        )
 
 
 def report_truncation(train: dict[str, TokenizedSplit], max_seq_len: int) -> None:
