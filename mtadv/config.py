@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -85,7 +86,11 @@ class TrainConfig:
 class AdvConfig:
     """Adversarial-regularizer settings; every field may be overridden per task (`adv:`)."""
 
-    adv: str = opt("none", "adversarial method by name (see README); 'none' disables")
+    adv: str = opt(
+        "none",
+        "adversarial method by name (see README); 'none' disables. A method brings its own defaults for the "
+        "adv_* settings you do not set (README: the methods' table); the defaults below are SMART's",
+    )
     adv_weight: float = opt(1.0, "weight of the adversarial term in the loss (λ)")
     adv_eps: float = opt(1e-5, "perturbation radius ε; the perturbation never leaves this ball")
     adv_lr: float = opt(1e-3, "ascent step size η")
@@ -146,6 +151,7 @@ class MLMConfig:
 
 SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig, "teacher": TeacherConfig}
 SECTIONS["mlm"] = MLMConfig
+ADV_FIELDS = frozenset(f.name for f in fields(AdvConfig))
 
 # Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -187,13 +193,17 @@ class RunConfig:
     adv: AdvConfig = field(default_factory=AdvConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # AdvConfig fields the user set (CLI, --config, preset): a task whose `adv:` picks another method
+    # gets that method's defaults for every other field (adv_config_for_task).
+    adv_explicit: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, dict[str, Any]]) -> RunConfig:
-        return cls(**{name: SECTIONS[name](**d.get(name, {})) for name in SECTIONS})
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        sections = {name: SECTIONS[name](**d.get(name, {})) for name in SECTIONS}
+        return cls(**sections, adv_explicit=list(d.get("adv_explicit", [])))
 
 
 def _str2bool(v: str) -> bool:
@@ -239,7 +249,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.config:
         values.update(_read_config_file(args.config))
     values.update({k: v for k, v in vars(args).items() if v is not None and k in _all_field_names()})
-    return _build(values)
+    explicit = sorted(k for k in values if k in ADV_FIELDS)
+    values = {**method_defaults(values.get("adv", "none")), **values}
+    cfg = _build(values)
+    cfg.adv_explicit = explicit
+    return cfg
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """A registered method's own defaults (`Regularizer.defaults`); {} for 'none' and unknown names."""
+    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
+
+    return dict(ADV_METHODS.get(method).defaults) if method in ADV_METHODS else {}
 
 
 def _all_field_names() -> dict[str, str]:
@@ -286,8 +307,14 @@ def coerce(value: Any, want: type, where: str, file: str | None = None, task: st
     raise ConfigError(f"expected {want.__name__}, got {value!r}", file=file, task=task, field=where)
 
 
-def adv_config_for_task(base: AdvConfig, overrides: dict[str, Any], task: str, file: str) -> AdvConfig:
-    """The CLI's adversarial settings with the task definition's `adv:` values on top."""
+def adv_config_for_task(
+    base: AdvConfig, overrides: dict[str, Any], task: str, file: str, explicit: Iterable[str] = ()
+) -> AdvConfig:
+    """The CLI's adversarial settings with the task definition's `adv:` values on top.
+
+    When `adv:` picks a method other than the CLI's, the fields the user did not set (`explicit`
+    names those set) restart from the built-in defaults plus that method's own defaults.
+    """
     known = {f.name for f in fields(AdvConfig)}
     renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
     unknown = sorted(set(renamed) - known)
@@ -297,4 +324,7 @@ def adv_config_for_task(base: AdvConfig, overrides: dict[str, Any], task: str, f
         )
     hints = get_type_hints(AdvConfig)
     typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}
+    method = typed.get("adv", base.adv)
+    if method != base.adv:
+        base = AdvConfig(**{**method_defaults(method), **{k: getattr(base, k) for k in explicit}})
     return dataclasses.replace(base, **typed)

@@ -46,6 +46,7 @@ OPERATIONAL = {
 def run_identity(cfg: RunConfig, task_names: list[str]) -> dict[str, dict[str, Any]]:
     """The resolved configuration, with --tasks spelled out (the default means 'every task')."""
     ident = cfg.to_dict()
+    ident.pop("adv_explicit")  # how the values were chosen; the resolved values are the identity
     ident["train"]["tasks"] = ",".join(task_names)
     return ident
 

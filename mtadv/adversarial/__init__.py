@@ -26,7 +26,7 @@ def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, l
     out: dict[str, list[Regularizer]] = {}
     mu: dict[str, float] = {}  # each task's Bregman weight μ (0: no teacher term)
     for name, task in tasks.items():
-        adv = adv_config_for_task(cfg.adv, task.adv, name, task.source_file)
+        adv = adv_config_for_task(cfg.adv, task.adv, name, task.source_file, cfg.adv_explicit)
         regs: list[Regularizer] = []
         if adv.adv != "none":
             try:

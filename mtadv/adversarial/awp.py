@@ -51,6 +51,8 @@ class AWP(Regularizer):
     """λ · L(x; θ + v), v the clamped relative ascent step on the selected weights."""
 
     name = "awp"
+    # The paper's γ = 5e-3 relative to each weight's norm, unclamped (ε = ∞).
+    defaults = {"adv_lr": 5e-3, "adv_eps": math.inf}
 
     @property
     def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss

@@ -65,6 +65,10 @@ class Regularizer:
     """Base class: a term added to the loss, with optional step-structure hooks."""
 
     name: ClassVar[str] = ""
+    # The method's own settings (AdvConfig field -> value) where the built-in defaults (SMART's, paper
+    # scale ε = 1e-5) would make it a no-op. They apply to every field the user did not set (CLI,
+    # --config, a preset); the task definition's `adv:` still wins. Document each value's source.
+    defaults: ClassVar[dict[str, Any]] = {}
     replays: int = 1
     # True: the step trains on this method's loss instead of the clean task loss (adversarial training as
     # PGD/FreeAT/FreeLB/AWP publish it); the clean forward still supplies ctx. The loss must carry a graph.

@@ -28,6 +28,8 @@ class FGM(Regularizer):
     """λ · L(x + ε·g/‖g‖)."""
 
     name = "fgm"
+    # The fine-tuning recipe's scale on raw embeddings (ε = 1.0), ℓ2 over each example's tokens.
+    defaults = {"adv_eps": 1.0, "adv_norm": "l2", "adv_norm_level": "example"}
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg

@@ -30,6 +30,8 @@ class VAT(Regularizer):
     """λ · D(f(x), f(x + r_vadv)); needs no labels."""
 
     name = "vat"
+    # The paper's K = 1, ξ = 1e-6, ℓ2 per example; ε = 1.0 (its 5.0 is on unit-normalized embeddings).
+    defaults = {"adv_eps": 1.0, "adv_steps": 1, "vat_xi": 1e-6, "adv_norm": "l2", "adv_norm_level": "example"}
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c, mask = self.cfg, ctx.mask
