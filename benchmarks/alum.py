@@ -176,17 +176,28 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+FINETUNE_TAG = "_n600e2b16"  # glue_small's budget label: 600 train examples, 2 epochs, batch 16
+
+
 def _finetune_cells() -> dict[str, dict[str, list[float]]]:
+    """Dev accuracy per encoder and task. The original encoder's runs are glue_small's plain runs at the
+    same budget, taken for the seeds the pretrained encoders were fine-tuned with (same seeds, same data)."""
+    records: dict[str, list[dict]] = {}
+    for init in ("plain", "alum"):
+        files = sorted((RESULTS / "alum_finetune" / f"from_{init}").glob(f"*{FINETUNE_TAG}.json"))
+        records[f"{init} MLM"] = [json.loads(f.read_text()) for f in files]
+    seeds = {r["seed"] for recs in records.values() for r in recs}
+    originals = [
+        json.loads(f.read_text())
+        for f in sorted((RESULTS / "glue_small").glob(f"single-*-plain-s*{FINETUNE_TAG}.json"))
+    ]
+    records = {"original MiniLM": [r for r in originals if r["seed"] in seeds], **records}
     out: dict[str, dict[str, list[float]]] = {}
-    for init in ("original", "plain", "alum"):
-        for f in sorted((RESULTS / "alum_finetune" / f"from_{init}").glob("*.json")):
-            rec = json.loads(f.read_text())
+    for name, recs in records.items():
+        for rec in recs:
             for task in rec["tasks"]:
-                value = rec["result"]["results"][task]["dev"]["accuracy"]
-                out.setdefault(f"{init} MiniLM" if init == "original" else f"{init} MLM", {}).setdefault(
-                    task, []
-                ).append(value)
-    return out
+                out.setdefault(name, {}).setdefault(task, []).append(rec["result"]["results"][task]["dev"]["accuracy"])
+    return {k: v for k, v in out.items() if v}
 
 
 def _mean_std(v: list[float]) -> str:

@@ -197,6 +197,29 @@ def table(out_dir: Path, tag: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def term_table(out_dir: Path, tag: str | None = None) -> str:
+    """How big each regularizer's term was during training, next to the task loss (means over steps,
+    then over seeds): the evidence for whether a config could change anything at all."""
+    cells: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    for f in sorted(out_dir.glob("*.json")):
+        rec = json.loads(f.read_text())
+        if rec["mode"] != "single" or (tag is not None and _budget(rec) != tag) or rec["config"] == "plain":
+            continue
+        task = rec["tasks"][0]
+        stats = rec.get("train_stats", {})
+        cell = cells.setdefault((_budget(rec), rec["config"], task), {})
+        for key in ("loss", "adv_loss", "bregman_loss", "adv_delta_norm"):
+            if f"train/{task}/{key}" in stats:
+                cell.setdefault(key, []).append(stats[f"train/{task}/{key}"])
+    lines = ["| budget | config | task | task loss | adv term (before λ) | Bregman term (before μ) | max ‖δ‖ |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for (budget, config, task), cell in sorted(cells.items()):
+        vals = [f"{statistics.fmean(cell[k]):.3g}" if k in cell else "—" for k in ("loss", "adv_loss", "bregman_loss")]
+        norm = f"{statistics.fmean(cell['adv_delta_norm']):.3g}" if "adv_delta_norm" in cell else "—"
+        lines.append(f"| {budget} | {config} | {task} | " + " | ".join(vals) + f" | {norm} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="rte,mrpc,cola,stsb")
@@ -215,12 +238,16 @@ def main() -> None:
     p.add_argument("--extra", default="", help="more train.py flags for every run")
     p.add_argument("--lock", default="", help="run each train.py under `flock LOCK` (e.g. /tmp/mtadv-heavy.lock)")
     p.add_argument("--table", action="store_true", help="only print the table (of --tag's budget when given)")
+    p.add_argument("--terms", action="store_true", help="also print the regularizer terms' sizes during training")
     args = p.parse_args()
     if not args.table:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_small_cache")
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), jobs(args)))
-    print(table(Path(args.out), args.tag if args.tag or not args.table else None))
+    tag = args.tag if args.tag or not args.table else None
+    print(table(Path(args.out), tag))
+    if args.terms:
+        print("\n" + term_table(Path(args.out), tag))
 
 
 if __name__ == "__main__":
