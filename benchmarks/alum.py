@@ -106,7 +106,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     flags += ["--max_steps", str(args.max_steps), "--eval_steps", str(args.eval_steps), "--log_steps", "5"]
     flags += ["--max_train_samples", str(args.max_train_passages)]
     out: dict = {"budget": {k: getattr(args, k) for k in ("max_steps", "batch_size", "max_seq_len", "learning_rate")}}
-    for name, extra in (("plain", []), ("alum", ["--alum"])):
+    for name, extra in [(n, e) for n, e in (("plain", []), ("alum", ["--alum"])) if n in args.methods.split(",")]:
         run = work / name
         if not (run / "results.json").exists():
             cmd = [sys.executable, str(REPO / "train.py"), *flags, *extra, "--output_dir", str(run)]
@@ -221,6 +221,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="time: timed steps per method (after one warm-up)")
     ap.add_argument("--max_steps", type=int, default=100, help="pretrain: optimizer steps per run")
     ap.add_argument("--eval_steps", type=int, default=25)
+    ap.add_argument("--methods", default="plain,alum", help="pretrain: which runs (e.g. plain alone for a seed check)")
     ap.add_argument("--work_dir", default=str(REPO / "runs" / "alum_bench"))
     ap.add_argument("--out", default="")
     args = ap.parse_args()
