@@ -15,6 +15,7 @@ random 1,500 rows, seed 0) into <cache>/glue/STS-B/{train,dev}.tsv; the other ta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -84,7 +85,8 @@ def prepare_data(glue_dir: Path, cache: Path) -> Path:
 
 def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     out_file = Path(args.out) / f"{job['id']}.json"
-    if out_file.exists() or not _claim(Path(args.work_dir) / "glue_small_claims" / job["id"]):
+    out_key = hashlib.sha1(str(out_file.resolve()).encode()).hexdigest()[:12]  # the same id in another --out
+    if out_file.exists() or not _claim(Path(args.work_dir) / "glue_small_claims" / f"{out_key}-{job['id']}"):
         return
     with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
         cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
