@@ -151,13 +151,18 @@ def table() -> str:
             "| encoder | held-out perplexity (best) | loss | masked-token acc. | perplexity by step | mean ALUM term | train s |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name in ("plain", "alum"):
-            r = p[name]
+        extra = [
+            (f"{name} MLM, seed {q['seed']}", q[name])
+            for q in _extra_seeds()
+            for name in ("plain", "alum")
+            if name in q
+        ]
+        for label, r in [(f"{n} MLM, seed {_seed(p[n])}", p[n]) for n in ("plain", "alum")] + extra:
             curve = ", ".join(f"{s}: {v:.1f}" for s, v in r["dev_perplexity_curve"])
             adv = f"{r['mean_logged_adv_loss']:.2e}" if r["mean_logged_adv_loss"] is not None else "—"
             d = r["best_dev"]
             lines.append(
-                f"| {name} MLM | {d['perplexity']:.2f} | {d['loss']:.4f} | {d['accuracy']:.2f} | {curve} | {adv} "
+                f"| {label} | {d['perplexity']:.2f} | {d['loss']:.4f} | {d['accuracy']:.2f} | {curve} | {adv} "
                 f"| {r['train_seconds']:.0f} |"
             )
         lines.append("")
@@ -170,6 +175,21 @@ def table() -> str:
             row = [_mean_std(cells.get(t, [])) for t in ("rte", "mrpc")]
             lines.append(f"| {init} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _seed(run: dict) -> str:
+    flags = run["command_flags"]
+    return flags[flags.index("--seed") + 1]
+
+
+def _extra_seeds() -> list[dict]:
+    """Runs written with --out benchmarks/results/alum_pretrain_<methods>_s<seed>.json (seed checks)."""
+    out = []
+    for f in sorted(RESULTS.glob("alum_pretrain_*_s*.json")):
+        rec = json.loads(f.read_text())
+        rec["seed"] = f.stem.rsplit("_s", 1)[1]
+        out.append(rec)
+    return out
 
 
 def _load(path: Path) -> dict | None:
