@@ -174,7 +174,7 @@ def _budget(rec: dict) -> str:
     return rec.get("tag", rec["id"].split(f"-s{rec['seed']}", 1)[1])
 
 
-def table(out_dir: Path, tag: str | None = None) -> str:
+def table(out_dir: Path, tag: str | None = None, only: list[str] | None = None) -> str:
     """mean ± std (n) of each task's primary dev metric by budget, mode and config (best checkpoint).
 
     Runs of different budgets (tags) are never pooled; `tag` keeps one budget only.
@@ -182,14 +182,15 @@ def table(out_dir: Path, tag: str | None = None) -> str:
     cells: dict[tuple[str, str, str, str], list[float]] = {}
     for f in sorted(out_dir.glob("*.json")):
         rec = json.loads(f.read_text())
-        if tag is not None and _budget(rec) != tag:
+        if (tag is not None and _budget(rec) != tag) or (only and rec["config"] not in only):
             continue
         for task, value in _primary(rec["result"], rec["tasks"]).items():
             cells.setdefault((_budget(rec), rec["mode"], rec["config"], task), []).append(value)
     tasks = sorted({k[3] for k in cells}, key=list(PRIMARY).index)
     lines = ["| budget | mode | config | " + " | ".join(f"{t} ({PRIMARY[t]})" for t in tasks) + " |"]
     lines.append("|---|---|---|" + "---|" * len(tasks))
-    for budget, mode, config in sorted({k[:3] for k in cells}):
+    order = {c: i for i, c in enumerate(only or [])}
+    for budget, mode, config in sorted({k[:3] for k in cells}, key=lambda k: (k[0], k[1], order.get(k[2], 0), k[2])):
         row = []
         for t in tasks:
             v = cells.get((budget, mode, config, t), [])
@@ -240,6 +241,7 @@ def main() -> None:
     p.add_argument("--extra", default="", help="more train.py flags for every run")
     p.add_argument("--lock", default="", help="run each train.py under `flock LOCK` (e.g. /tmp/mtadv-heavy.lock)")
     p.add_argument("--table", action="store_true", help="only print the table (of --tag's budget when given)")
+    p.add_argument("--only", default="", help="table: these configs only, in this order of rows (comma list)")
     p.add_argument("--terms", action="store_true", help="also print the regularizer terms' sizes during training")
     args = p.parse_args()
     if not args.table:
@@ -247,7 +249,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), jobs(args)))
     tag = args.tag if args.tag or not args.table else None
-    print(table(Path(args.out), tag))
+    print(table(Path(args.out), tag, args.only.split(",") if args.only else None))
     if args.terms:
         print("\n" + term_table(Path(args.out), tag))
 
