@@ -48,6 +48,8 @@ CONFIGS: dict[str, list[str]] = {
     "smart_evalteacher": ["--smart", "--eval_with_teacher"],
     "teacher_only": ["--bregman_mu", "1", "--eval_with_teacher"],
     "teacher_only_paper": ["--bregman_mu", "1", "--bregman_beta_warmup", "false", "--eval_with_teacher"],
+    # FGM at a third of its default ε (1.0 per example pushed both tasks to the majority class)
+    "fgm_eps0.3": ["--adv", "fgm", "--adv_eps", "0.3"],
     "smart_late": ["--smart", "--bregman_start_step", "100", "--bregman_ramp_steps", "100", "--eval_with_teacher"],
 }
 
