@@ -122,7 +122,9 @@ def run_one(args: argparse.Namespace, tdef: TaskDef, side: str, seed: int) -> No
     path = result_path(args, tdef.name, side, seed)
     settings = {k: v for k, v in vars(args).items() if k not in ("tasks", "seeds", "results_dir")}
     if os.path.exists(path):
-        if json.load(open(path))["settings"] != settings:
+        with open(path) as f:
+            stored = json.load(f)["settings"]
+        if stored != settings:
             sys.exit(f"error: {path} was measured with other settings; pass another --results_dir")
         print(f"skip {path} (exists)")
         return

@@ -151,13 +151,11 @@ def table() -> str:
             "| encoder | held-out perplexity (best) | loss | masked-token acc. | perplexity by step | mean ALUM term | train s |",
             "|---|---|---|---|---|---|---|",
         ]
-        extra = [
-            (f"{name} MLM, seed {q['seed']}", q[name])
-            for q in _extra_seeds()
-            for name in ("plain", "alum")
-            if name in q
+        runs = [(n, p[n]) for n in ("plain", "alum")] + [
+            (n, q[n]) for q in _extra_seeds() for n in ("plain", "alum") if n in q
         ]
-        for label, r in [(f"{n} MLM, seed {_seed(p[n])}", p[n]) for n in ("plain", "alum")] + extra:
+        for name, r in runs:
+            label = f"{name} MLM, seed {_seed(r)}"
             curve = ", ".join(f"{s}: {v:.1f}" for s, v in r["dev_perplexity_curve"])
             adv = f"{r['mean_logged_adv_loss']:.2e}" if r["mean_logged_adv_loss"] is not None else "—"
             d = r["best_dev"]
@@ -184,12 +182,7 @@ def _seed(run: dict) -> str:
 
 def _extra_seeds() -> list[dict]:
     """Runs written with --out benchmarks/results/alum_pretrain_<methods>_s<seed>.json (seed checks)."""
-    out = []
-    for f in sorted(RESULTS.glob("alum_pretrain_*_s*.json")):
-        rec = json.loads(f.read_text())
-        rec["seed"] = f.stem.rsplit("_s", 1)[1]
-        out.append(rec)
-    return out
+    return [json.loads(f.read_text()) for f in sorted(RESULTS.glob("alum_pretrain_*_s*.json"))]
 
 
 def _load(path: Path) -> dict | None:

@@ -126,20 +126,22 @@ def _claim(path: Path) -> bool:
     A claim names its process; one whose process is gone (a killed sweep) is taken over.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+    mine = path.with_name(f"{path.name}.{os.getpid()}")
+    mine.write_text(str(os.getpid()))
+    try:
+        while True:
             try:
-                owner = int(path.read_text() or 0)
-                os.kill(owner, 0)  # raises when no such process
-                return owner == os.getpid()
-            except (ProcessLookupError, ValueError, FileNotFoundError):
-                path.unlink(missing_ok=True)
-                continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
+                os.link(mine, path)  # atomic, and the claim already holds its owner's pid
+                return True
+            except FileExistsError:
+                try:
+                    owner = int(path.read_text())
+                    os.kill(owner, 0)  # raises when no such process
+                    return owner == os.getpid()
+                except (ProcessLookupError, FileNotFoundError):
+                    path.unlink(missing_ok=True)  # a dead sweep's claim: take it over
+    finally:
+        mine.unlink()
 
 
 def _train_stats(history: Path) -> dict[str, float]:
@@ -177,15 +179,20 @@ def _budget(rec: dict) -> str:
     return rec.get("tag", rec["id"].split(f"-s{rec['seed']}", 1)[1])
 
 
+def _records(out_dir: Path, tag: str | None) -> list[dict]:
+    """Every run's record in out_dir, of budget `tag` only when given."""
+    recs = [json.loads(f.read_text()) for f in sorted(out_dir.glob("*.json"))]
+    return [r for r in recs if tag is None or _budget(r) == tag]
+
+
 def table(out_dir: Path, tag: str | None = None, only: list[str] | None = None) -> str:
     """mean ± std (n) of each task's primary dev metric by budget, mode and config (best checkpoint).
 
     Runs of different budgets (tags) are never pooled; `tag` keeps one budget only.
     """
     cells: dict[tuple[str, str, str, str], list[float]] = {}
-    for f in sorted(out_dir.glob("*.json")):
-        rec = json.loads(f.read_text())
-        if (tag is not None and _budget(rec) != tag) or (only and rec["config"] not in only):
+    for rec in _records(out_dir, tag):
+        if only and rec["config"] not in only:
             continue
         for task, value in _primary(rec["result"], rec["tasks"]).items():
             cells.setdefault((_budget(rec), rec["mode"], rec["config"], task), []).append(value)
@@ -207,9 +214,8 @@ def term_table(out_dir: Path, tag: str | None = None) -> str:
     """How big each regularizer's term was during training, next to the task loss (means over steps,
     then over seeds): the evidence for whether a config could change anything at all."""
     cells: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for f in sorted(out_dir.glob("*.json")):
-        rec = json.loads(f.read_text())
-        if rec["mode"] != "single" or (tag is not None and _budget(rec) != tag) or rec["config"] == "plain":
+    for rec in _records(out_dir, tag):
+        if rec["mode"] != "single" or rec["config"] == "plain":
             continue
         task = rec["tasks"][0]
         stats = rec.get("train_stats", {})

@@ -86,18 +86,24 @@ def main() -> None:
         for g in groups[: args.train_steps]:
             trainer._optimizer_step(g)
         probe = groups[args.train_steps :]
-        emb = trainer.model.encoder.get_input_embeddings().weight.detach()
-        print(f"word embeddings: mean |x_i| = {emb.abs().mean():.4f}, per-token ‖x‖2 = {emb.norm(dim=-1).mean():.3f}")
-        print(f"after {args.train_steps} plain steps on MRPC (batch 16); R_s with K=1, dropout replayed")
-        print("| norm | ε | ε / mean|x_i| | R_s fp32 | R_s bf16 autocast | task loss |")
-        print("|---|---|---|---|---|---|")
-        scale = emb.abs().mean().item()
-        for norm, eps in [] if args.only_replay else SETTINGS:
-            rs32, task = rs_for(trainer, probe, norm, eps, None)
-            rs16, _ = rs_for(trainer, probe, norm, eps, torch.bfloat16)
-            rel = eps / scale if norm == "linf" else eps / (scale * emb.shape[1] ** 0.5)
-            print(f"| {norm} | {eps:g} | {rel:.1e} | {rs32:.2e} | {rs16:.2e} | {task:.3f} |")
+        if not args.only_replay:
+            eps_table(trainer, probe, args.train_steps)
         replay_table(trainer, probe)
+
+
+def eps_table(trainer, probe, train_steps: int) -> None:
+    """R_s for each (norm, ε) of SETTINGS, fp32 and bf16 autocast, next to the embeddings' scale."""
+    emb = trainer.model.encoder.get_input_embeddings().weight.detach()
+    print(f"word embeddings: mean |x_i| = {emb.abs().mean():.4f}, per-token ‖x‖2 = {emb.norm(dim=-1).mean():.3f}")
+    print(f"after {train_steps} plain steps on MRPC (batch 16); R_s with K=1, dropout replayed")
+    print("| norm | ε | ε / mean|x_i| | R_s fp32 | R_s bf16 autocast | task loss |")
+    print("|---|---|---|---|---|---|")
+    scale = emb.abs().mean().item()
+    for norm, eps in SETTINGS:
+        rs32, task = rs_for(trainer, probe, norm, eps, None)
+        rs16, _ = rs_for(trainer, probe, norm, eps, torch.bfloat16)
+        rel = eps / scale if norm == "linf" else eps / (scale * emb.shape[1] ** 0.5)
+        print(f"| {norm} | {eps:g} | {rel:.1e} | {rs32:.2e} | {rs16:.2e} | {task:.3f} |")
 
 
 def replay_table(trainer, probe) -> None:

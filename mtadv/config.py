@@ -315,12 +315,11 @@ def adv_config_for_task(
     When `adv:` picks a method other than the CLI's, the fields the user did not set (`explicit`
     names those set) restart from the built-in defaults plus that method's own defaults.
     """
-    known = {f.name for f in fields(AdvConfig)}
     renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
-    unknown = sorted(set(renamed) - known)
+    unknown = sorted(set(renamed) - ADV_FIELDS)
     if unknown:
         raise ConfigError(
-            f"unknown setting(s) {unknown}; known: {sorted(known | {'method'})}", file=file, task=task, field="adv"
+            f"unknown setting(s) {unknown}; known: {sorted(ADV_FIELDS | {'method'})}", file=file, task=task, field="adv"
         )
     hints = get_type_hints(AdvConfig)
     typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}

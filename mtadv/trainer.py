@@ -128,6 +128,7 @@ class Trainer:
         self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.state = TrainState()
+        self._examples_at_start = 0  # set when train() starts: a resumed run's speed counts that session only
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
 
     # Evaluation results live in TrainState, so they survive a resume.
@@ -143,7 +144,7 @@ class Trainer:
         # until the first evaluation switched the model back to train mode
         self.model.train()
         start, bar = time.perf_counter(), self._progress_bar()
-        self._examples_at_start = self.state.examples_seen  # a resumed run's speed counts this session only
+        self._examples_at_start = self.state.examples_seen
         # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop; the bar ends its line on errors
         with StopOnSignal() as stop, bar:
             while self.state.step < self.total_steps:
@@ -417,9 +418,7 @@ class Trainer:
             # a run that ends on an epoch's last batch stops before the epoch counter moves on
             "epochs_completed": s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch),
             "seconds": round(seconds, 2),
-            "train_examples_per_second": round(
-                (s.examples_seen - getattr(self, "_examples_at_start", 0)) / max(seconds, 1e-9), 2
-            ),
+            "train_examples_per_second": round((s.examples_seen - self._examples_at_start) / max(seconds, 1e-9), 2),
             "skipped_steps": s.skipped_steps,
             "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()},
         }
