@@ -50,6 +50,7 @@ CONFIGS: dict[str, list[str]] = {
     "teacher_only_paper": ["--bregman_mu", "1", "--bregman_beta_warmup", "false", "--eval_with_teacher"],
     # FGM at a third of its default ε (1.0 per example pushed both tasks to the majority class)
     "fgm_eps0.3": ["--adv", "fgm", "--adv_eps", "0.3"],
+    "fgm_eps0.1": ["--adv", "fgm", "--adv_eps", "0.1"],  # near FreeLB's ‖δ‖ ≈ 0.12, which did not collapse
     "fgm_eps0.01": ["--adv", "fgm", "--adv_eps", "0.01"],  # a sanity point: near-zero radius ≈ plain (loss doubled)
     "smart_late": ["--smart", "--bregman_start_step", "100", "--bregman_ramp_steps", "100", "--eval_with_teacher"],
 }

@@ -1,0 +1,73 @@
+"""Regenerate the README's accuracy tables from benchmarks/results/glue_small/.
+
+Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block in README.md is replaced by the
+glue_small table (or term table) of the configs listed for NAME below, so the README never
+drifts from the committed result files.
+
+    python benchmarks/readme_tables.py           # rewrite README.md in place
+    python benchmarks/readme_tables.py --check   # exit 1 when README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from glue_small import table, term_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "glue_small"
+BUDGET = "_n600e2b16"
+SMART_CONFIGS = [
+    "plain",
+    "smart_noteacher",
+    "smart",
+    "smart_paperteacher",
+    "smart_noteacher_eps1e-3",
+    "smart_noteacher_noreplay",
+]
+METHOD_CONFIGS = ["plain", "fgm", "fgm_eps0.3", "fgm_eps0.1", "fgm_eps0.01", "freeat", "vat", "freelb", "pgd", "awp"]
+METHOD_CONFIGS += ["grad_penalty"]
+
+
+def _terms_of(configs: list[str]) -> str:
+    """The term table's header and the rows of these configs only."""
+    lines = term_table(RESULTS, BUDGET).splitlines()
+    return "\n".join(lines[:2] + [line for line in lines[2:] if line.split(" | ")[1] in configs])
+
+
+BLOCKS = {
+    "smart-table": lambda: table(RESULTS, BUDGET, SMART_CONFIGS),
+    "smart-terms": lambda: _terms_of(SMART_CONFIGS),
+    "methods-table": lambda: table(RESULTS, BUDGET, METHOD_CONFIGS),
+    "methods-terms": lambda: _terms_of(METHOD_CONFIGS),
+}
+
+
+def render(readme: str) -> str:
+    for name, make in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+        if not pattern.search(readme):
+            raise SystemExit(f"README.md has no <!-- table:{name} --> block")
+        readme = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), readme)
+    return readme
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="only report whether README.md is current")
+    args = p.parse_args()
+    path = REPO / "README.md"
+    old = path.read_text(encoding="utf-8")
+    new = render(old)
+    if args.check:
+        sys.exit(0 if new == old else 1)
+    path.write_text(new, encoding="utf-8")
+    print("README.md tables " + ("unchanged" if new == old else "updated"))
+
+
+if __name__ == "__main__":
+    main()
