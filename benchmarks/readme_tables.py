@@ -52,7 +52,8 @@ def render(readme: str) -> str:
         pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no <!-- table:{name} --> block")
-        readme = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), readme)
+        begin, end = f"<!-- table:{name} -->\n", f"<!-- /table:{name} -->"
+        readme = pattern.sub((begin + make() + "\n" + end).replace("\\", "\\\\"), readme)
     return readme
 
 
