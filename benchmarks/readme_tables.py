@@ -11,7 +11,6 @@ drifts from the committed result files.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -49,11 +48,12 @@ BLOCKS = {
 
 def render(readme: str) -> str:
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no <!-- table:{name} --> block")
         begin, end = f"<!-- table:{name} -->\n", f"<!-- /table:{name} -->"
-        readme = pattern.sub((begin + make() + "\n" + end).replace("\\", "\\\\"), readme)
+        head, found, rest = readme.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not (found and found_end):
+            raise SystemExit(f"README.md has no {begin.strip()} ... {end} block")
+        readme = head + begin + make() + "\n" + end + tail
     return readme
 
 
