@@ -211,12 +211,12 @@ def table(out_dir: Path, tag: str | None = None, only: list[str] | None = None) 
     return "\n".join(lines)
 
 
-def term_table(out_dir: Path, tag: str | None = None) -> str:
+def term_table(out_dir: Path, tag: str | None = None, only: list[str] | None = None) -> str:
     """How big each regularizer's term was during training, next to the task loss (means over steps,
     then over seeds): the evidence for whether a config could change anything at all."""
     cells: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for rec in _records(out_dir, tag):
-        if rec["mode"] != "single" or rec["config"] == "plain":
+        if rec["mode"] != "single" or rec["config"] == "plain" or (only and rec["config"] not in only):
             continue
         task = rec["tasks"][0]
         stats = rec.get("train_stats", {})
@@ -251,7 +251,7 @@ def main() -> None:
     p.add_argument("--extra", default="", help="more train.py flags for every run")
     p.add_argument("--lock", default="", help="run each train.py under `flock LOCK` (e.g. /tmp/mtadv-heavy.lock)")
     p.add_argument("--table", action="store_true", help="only print the table (of --tag's budget when given)")
-    p.add_argument("--only", default="", help="table: these configs only, in this order of rows (comma list)")
+    p.add_argument("--only", default="", help="these configs only, in this order of the table's rows (comma list)")
     p.add_argument("--terms", action="store_true", help="also print the regularizer terms' sizes during training")
     args = p.parse_args()
     if not args.table:
@@ -259,9 +259,10 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), jobs(args)))
     tag = args.tag if args.tag or not args.table else None
-    print(table(Path(args.out), tag, args.only.split(",") if args.only else None))
+    only = args.only.split(",") if args.only else None
+    print(table(Path(args.out), tag, only))
     if args.terms:
-        print("\n" + term_table(Path(args.out), tag))
+        print("\n" + term_table(Path(args.out), tag, only))
 
 
 if __name__ == "__main__":
