@@ -260,7 +260,10 @@ def test_a_signal_checkpoints_and_exits_cleanly(signum, tiny_encoder, tmp_path):
     log = tmp_path / "run.log"
     proc = multiprocessing.get_context("fork").Process(target=_child, args=(argv, None, str(log)))
     proc.start()
-    while proc.is_alive() and not (out / "history.jsonl").is_file():  # training has started
+    history = out / "history.jsonl"
+    # The file is created when the run starts, before the signal handlers are in place; its first
+    # line is step 1's log, written inside them. Signalling on the empty file raced with setup.
+    while proc.is_alive() and not (history.is_file() and history.stat().st_size > 0):
         time.sleep(0.2)
     os.kill(proc.pid, signum)
     proc.join()
