@@ -48,10 +48,14 @@ CONFIGS: dict[str, list[str]] = {
     "smart_evalteacher": ["--smart", "--eval_with_teacher"],
     "teacher_only": ["--bregman_mu", "1", "--eval_with_teacher"],
     "teacher_only_paper": ["--bregman_mu", "1", "--bregman_beta_warmup", "false", "--eval_with_teacher"],
+    # the teacher replays the clean forward's dropout masks: its term is then the lag alone (teacher_probe.py)
+    "smart_teacherreplay": ["--smart", "--bregman_replay_dropout", "true"],
     # FGM at a third of its default ε (1.0 per example pushed both tasks to the majority class)
     "fgm_eps0.3": ["--adv", "fgm", "--adv_eps", "0.3"],
     "fgm_eps0.1": ["--adv", "fgm", "--adv_eps", "0.1"],  # near FreeLB's ‖δ‖ ≈ 0.12, which did not collapse
     "fgm_eps0.01": ["--adv", "fgm", "--adv_eps", "0.01"],  # a sanity point: near-zero radius ≈ plain (loss doubled)
+    # a late teacher that fits a 76-step single-task run: off for 20 steps, μ ramped over 40
+    "smart_late20": ["--smart", "--bregman_start_step", "20", "--bregman_ramp_steps", "40", "--eval_with_teacher"],
     "smart_late": ["--smart", "--bregman_start_step", "100", "--bregman_ramp_steps", "100", "--eval_with_teacher"],
 }
 

@@ -83,10 +83,22 @@ class BregmanTeacher(Regularizer):
         self._ensure_teacher(ctx.model)
         teacher = self.teacher
         with torch.no_grad():
-            target = teacher(ctx.batch, task=ctx.task.name)  # (B, C) or (B,): f(x; θ̃)
+            target = self._teacher_output(teacher, ctx)  # (B, C) or (B,): f(x; θ̃)
         breg = ctx.divergence(ctx.logits, target)  # gradient through the student only
         mu = self.weight(ctx.task.name, ctx.step)
         return mu * breg, {"bregman_loss": breg.item(), "bregman_mu": mu}
+
+    def _teacher_output(self, teacher: nn.Module, ctx: StepContext) -> Tensor:
+        """f(x; θ̃): in eval mode, or (bregman_replay_dropout) in train mode with the clean forward's
+        dropout masks replayed, so that a teacher equal to the student gives a term of exactly 0."""
+        if not self.cfg.bregman_replay_dropout:
+            return teacher(ctx.batch, task=ctx.task.name)
+        teacher.train()
+        try:
+            with ctx.rng.replay():
+                return teacher(ctx.batch, task=ctx.task.name)
+        finally:
+            teacher.eval()
 
     def on_optimizer_step(self, model: nn.Module) -> None:
         if self._pending is not None:  # resumed after the start step: restore θ̃ before averaging

@@ -193,6 +193,21 @@ def test_teacher_term_is_zero_at_creation_without_dropout_and_has_no_teacher_gra
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and logs["bregman_mu"] == 2.0
 
 
+@pytest.mark.parametrize("task", ["mrpc", "stsb"])
+def test_teacher_term_with_dropout_is_zero_at_creation_only_when_masks_are_replayed(model, tasks, batch, task):
+    """θ̃ = θ with dropout on (the trainer's case): an eval-mode teacher leaves the student's dropout noise
+    in the term; a teacher that replays the clean forward's masks gives exactly 0, and stays in eval mode."""
+    ctx = make_ctx(model, tasks[task], batch)  # model in train mode: the clean forward had dropout
+    noisy, _ = BregmanTeacher(TeacherConfig(), {task: 1.0}).loss(ctx)
+    replaying = BregmanTeacher(TeacherConfig(bregman_replay_dropout=True), {task: 1.0})
+    replayed, _ = replaying.loss(ctx)
+    assert noisy.item() > 1e-6
+    assert replayed.item() == pytest.approx(0.0, abs=1e-10)
+    assert not replaying.teacher.training
+    replayed.backward()  # a zero term still carries the student's graph and nothing else
+    assert all(p.grad is None for p in replaying.teacher.parameters())
+
+
 def test_teacher_state_round_trips(model, tasks, batch, tiny_encoder):
     teacher = BregmanTeacher(TeacherConfig(bregman_beta=0.5), {"mrpc": 1.0})
     teacher.loss(make_ctx(model, tasks["mrpc"], batch))
