@@ -87,6 +87,7 @@ def measure(trainer, teacher, task: str, batch: dict, masks: int) -> dict[str, f
     if s_eval.dim() == 1:  # regression: where the predictions sit on the label scale
         row["mean_student"], row["mean_teacher"] = s_eval.mean().item(), t_eval.mean().item()
         row["mean_label"], row["std_student"] = batch["labels"].float().mean().item(), s_eval.std().item()
+        row["std_teacher"], row["std_label"] = t_eval.std().item(), batch["labels"].float().std().item()
     return row
 
 
@@ -135,16 +136,14 @@ def print_table(rows, args, kind: str) -> None:
     )
     regression = "mean_student" in rows[0][1]
     head = "| step | task loss | ‖∇task‖ | term | dropout part | lag part | ‖∇term‖/‖∇task‖ | ‖∇dropout‖/‖∇task‖ | ‖∇(term−dropout)‖/‖∇task‖ |"
-    head += " mean pred student / teacher / label | std pred |" if regression else ""
+    head += " mean pred student / teacher / label | std pred student / teacher / label |" if regression else ""
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for step, r in rows:
         line = f"| {step} | {r['task_loss']:.3f} | {r['g_task']:.2f} | {r['term']:.2e} | {r['dropout']:.2e} | {r['lag']:.2e} |"
         line += f" {r['g_term']:.3f} | {r['g_drop']:.3f} | {r['g_lag']:.3f} |"
         if regression:
-            line += (
-                f" {r['mean_student']:.2f} / {r['mean_teacher']:.2f} / {r['mean_label']:.2f} | {r['std_student']:.2f} |"
-            )
+            line += f" {r['mean_student']:.2f} / {r['mean_teacher']:.2f} / {r['mean_label']:.2f} | {r['std_student']:.2f} / {r['std_teacher']:.2f} / {r['std_label']:.2f} |"
         print(line)
     mean = {
         k: statistics.fmean(r[k] for _, r in rows)

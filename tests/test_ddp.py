@@ -95,7 +95,12 @@ def _assert_close(ddp: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) ->
         torch.testing.assert_close(ddp[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-CASES = {"plain": [], "smart+teacher": ["--smart"], **{m: ["--adv", m] for m in ADV_METHODS.names()}}
+CASES = {
+    "plain": [],
+    "smart+teacher": ["--smart"],
+    "smart+teacher replaying dropout": ["--smart", "--bregman_replay_dropout", "true"],
+    **{m: ["--adv", m] for m in ADV_METHODS.names()},
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
