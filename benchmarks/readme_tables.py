@@ -25,6 +25,9 @@ SMART_CONFIGS = [
     "smart_noteacher",
     "smart",
     "smart_paperteacher",
+    "teacher_only",
+    "smart_late20",
+    "smart_teacherreplay",
     "smart_noteacher_eps1e-3",
     "smart_noteacher_noreplay",
 ]
