@@ -237,6 +237,40 @@ def term_table(out_dir: Path, tag: str | None = None, only: list[str] | None = N
     return "\n".join(lines)
 
 
+def paired_table(out_dir: Path, tag: str | None, pairs: list[tuple[str, str]]) -> str:
+    """Per-seed differences `other − base` of the primary metric, seed by seed (same seed: same data
+    order and initial head), with their mean ± std and a paired t-test's two-sided p-value. At this
+    budget one seed's score moves by points under any change of the trajectory, so a config's
+    effect is read here, against the `smart_noteacher − plain` row (R_s is inert: it only shifts
+    the random stream), rather than from the overlapping mean ± std of the table above."""
+    from scipy.stats import ttest_rel
+
+    scores: dict[tuple[str, str, str, str], dict[int, float]] = {}  # (budget, mode, config, task) -> seed -> score
+    for rec in _records(out_dir, tag):
+        for task, value in _primary(rec["result"], rec["tasks"]).items():
+            scores.setdefault((_budget(rec), rec["mode"], rec["config"], task), {})[rec["seed"]] = value
+    lines = [
+        "| budget | mode | task | other − base | per seed | mean ± std | p (paired t) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(b, m, t) for b, m, _, t in scores}, key=lambda k: (k[0], k[1], list(PRIMARY).index(k[2])))
+    for budget, mode, task in keys:
+        for base, other in pairs:
+            a, b = scores.get((budget, mode, base, task), {}), scores.get((budget, mode, other, task), {})
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
+                continue
+            diffs = [b[s] - a[s] for s in seeds]
+            per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
+            p = ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue
+            p_text = f"{p:.2f}" if p == p else "—"  # NaN when every difference is equal
+            mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+            lines.append(
+                f"| {budget} | {mode} | {task} | {other} − {base} | {per_seed} | {mean:+.1f} ± {sd:.1f} | {p_text} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="rte,mrpc,cola,stsb")
@@ -257,6 +291,9 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="only print the table (of --tag's budget when given)")
     p.add_argument("--only", default="", help="these configs only, in this order of the table's rows (comma list)")
     p.add_argument("--terms", action="store_true", help="also print the regularizer terms' sizes during training")
+    p.add_argument(
+        "--paired", default="", help="also print per-seed differences, e.g. plain:smart,smart_noteacher:smart"
+    )
     args = p.parse_args()
     if not args.table:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_small_cache")
@@ -267,6 +304,9 @@ def main() -> None:
     print(table(Path(args.out), tag, only))
     if args.terms:
         print("\n" + term_table(Path(args.out), tag, only))
+    if args.paired:
+        pairs = [tuple(pair.split(":", 1)) for pair in args.paired.split(",")]
+        print("\n" + paired_table(Path(args.out), tag, pairs))
 
 
 if __name__ == "__main__":
