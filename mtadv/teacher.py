@@ -8,7 +8,10 @@ with momentum):
 
 One teacher θ̃ is shared by every task (it is a copy of the whole multi-task model); μ may differ
 per task (`bregman_mu`, overridable in a task's `adv:`). The teacher runs under `no_grad` in eval
-mode (no dropout), so it adds one forward without gradients per micro-step. The averaging is
+mode (no dropout), so it adds one forward without gradients per micro-step. The student's output is
+the training forward's, with dropout, so the term also holds the student's dropout noise (README,
+"What the teacher's term is made of"); `bregman_replay_dropout` runs the teacher with the same
+dropout masks instead, which leaves the teacher's lag alone. The averaging is
 `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(β)`, buffers included.
 
 Paper settings: μ = 1, β = 0.99 (flags --bregman_mu, --bregman_beta). Our default start differs
