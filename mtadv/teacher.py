@@ -96,7 +96,7 @@ class BregmanTeacher(Regularizer):
         dropout masks replayed, so that a teacher equal to the student gives a term of exactly 0."""
         if not self.cfg.bregman_replay_dropout:
             return teacher(ctx.batch, task=ctx.task.name)
-        teacher.train()
+        teacher.train(ctx.model.training)  # dropout exactly where the student's clean forward had it
         try:
             with ctx.rng.replay():
                 return teacher(ctx.batch, task=ctx.task.name)

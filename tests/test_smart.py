@@ -186,9 +186,10 @@ def test_ema_warmup_beta():
     assert warmup_beta(0.99, 10_000) == 0.99
 
 
-def test_teacher_term_is_zero_at_creation_without_dropout_and_has_no_teacher_grad(model, tasks, batch):
-    model.eval()
-    teacher = BregmanTeacher(TeacherConfig(), {"mrpc": 2.0})
+@pytest.mark.parametrize("replay", [False, True])
+def test_teacher_term_is_zero_at_creation_without_dropout_and_has_no_teacher_grad(model, tasks, batch, replay):
+    model.eval()  # no dropout in the student's forward: a replaying teacher must not add any either
+    teacher = BregmanTeacher(TeacherConfig(bregman_replay_dropout=replay), {"mrpc": 2.0})
     loss, logs = teacher.loss(make_ctx(model, tasks["mrpc"], batch))
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and logs["bregman_mu"] == 2.0
 
