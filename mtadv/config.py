@@ -130,9 +130,9 @@ class TeacherConfig:
         True, "use β_n = min(β, (1+n)/(10+n)) for the n-th update, so a young teacher is not a stale one (false: paper)"
     )
     bregman_replay_dropout: bool = opt(
-        False,
+        True,
         "run the teacher with the clean forward's dropout masks, so the term is the teacher's lag and not "
-        "the student's dropout noise (false: teacher without dropout)",
+        "the student's dropout noise (false: teacher without dropout, which hurt STS-B)",
     )
     eval_with_teacher: bool = opt(
         False, "also evaluate the teacher and save it as a model of its own (<checkpoint>/teacher/)"
