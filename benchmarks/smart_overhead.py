@@ -37,7 +37,8 @@ from mtadv.config import build_parser, config_from_args  # noqa: E402
 VARIANTS = {
     "plain": [],
     "smart K=1, no teacher": ["--smart", "--bregman_mu", "0"],
-    "smart K=1 + teacher": ["--smart", "--bregman_start_step", "0"],
+    "smart K=1 + teacher": ["--smart", "--bregman_start_step", "0"],  # replays dropout (the default)
+    "smart K=1 + eval-mode teacher": ["--smart", "--bregman_start_step", "0", "--bregman_replay_dropout", "false"],
     "smart K=2, no teacher": ["--smart", "--bregman_mu", "0", "--adv_steps", "2"],
 }
 
