@@ -1,7 +1,8 @@
 """What is SMART's Bregman term made of: the teacher's lag, or the student's own dropout noise?
 
 The term is μ·ℓ_s(f(x; θ), f(x; θ̃)) with the student's output f(x; θ) taken from the training
-forward (dropout on) and the teacher θ̃ in eval mode (no dropout). Two things make it non-zero:
+forward (dropout on). With the teacher θ̃ in eval mode (no dropout; `--bregman_replay_dropout false`,
+the default until this probe's measurements) two things make it non-zero:
 
     dropout part  ℓ_s(f_train(x; θ), f_eval(x; θ))    the student's dropout noise (R-Drop-like)
     lag part      ℓ_s(f_eval(x; θ),  f_eval(x; θ̃))    how far the EMA teacher trails the student
@@ -10,11 +11,14 @@ This probe fine-tunes MiniLM with the trainer's own step on a GLUE task (the glu
 default: 600 examples, 2 epochs, batch 16) and, every few steps, on the batch about to be trained
 on, measures the term, both parts, and the gradient each sends into the model next to the task
 loss's gradient (the term's value understates its pull: for squared error ‖∇‖ grows as √value).
+The replaying teacher (today's default) compares student and teacher under the same dropout masks,
+so the dropout part cancels and only the lag is left.
 With a plain run (default) an EMA shadow with the trainer's teacher settings is kept alongside and
-never trained against; `--extra=--smart` probes the teacher the run actually trains against.
+never trained against; `--extra=--smart` probes the teacher the run actually trains against (the
+committed SMART tables add `--bregman_replay_dropout false`, the eval-mode teacher they describe).
 
     python benchmarks/teacher_probe.py --task stsb
-    python benchmarks/teacher_probe.py --task mrpc --extra=--smart
+    python benchmarks/teacher_probe.py --task mrpc --extra="--smart --bregman_replay_dropout false"
 """
 
 from __future__ import annotations
