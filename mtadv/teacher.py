@@ -7,11 +7,13 @@ with momentum):
     θ̃_{t+1} = β θ̃_t + (1 − β) θ_{t+1}                                   (after each optimizer step)
 
 One teacher θ̃ is shared by every task (it is a copy of the whole multi-task model); μ may differ
-per task (`bregman_mu`, overridable in a task's `adv:`). The teacher runs under `no_grad` in eval
-mode (no dropout), so it adds one forward without gradients per micro-step. The student's output is
-the training forward's, with dropout, so the term also holds the student's dropout noise (README,
-"What the teacher's term is made of"); `bregman_replay_dropout` runs the teacher with the same
-dropout masks instead, which leaves the teacher's lag alone. The averaging is
+per task (`bregman_mu`, overridable in a task's `adv:`). The teacher adds one forward under
+`no_grad` per micro-step. The student's side of the term is the training forward, with dropout, so
+by default (`bregman_replay_dropout`) the teacher runs with the same dropout masks, replayed from the
+clean forward's RNG state: a teacher equal to the student then gives exactly 0 and the term is the
+teacher's lag alone. With `bregman_replay_dropout false` the teacher runs in eval mode (no dropout,
+cheaper), and the term also holds the student's dropout noise, which measurably hurt STS-B (README,
+"What the teacher's term is made of"). The averaging is
 `torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(β)`, buffers included.
 
 Paper settings: μ = 1, β = 0.99 (flags --bregman_mu, --bregman_beta). Our default start differs

@@ -97,8 +97,8 @@ def _assert_close(ddp: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) ->
 
 CASES = {
     "plain": [],
-    "smart+teacher": ["--smart"],
-    "smart+teacher replaying dropout": ["--smart", "--bregman_replay_dropout", "true"],
+    "smart+teacher": ["--smart"],  # the teacher replays the clean forward's dropout masks on each rank
+    "smart+eval-mode teacher": ["--smart", "--bregman_replay_dropout", "false"],
     **{m: ["--adv", m] for m in ADV_METHODS.names()},
 }
 
