@@ -69,7 +69,7 @@ CONFIGS: dict[str, list[str]] = {
         "40",
         "--eval_with_teacher",
         *EVAL_TEACHER,
-    ],  # fmt: skip
+    ],
     "smart_late": [
         "--smart",
         "--bregman_start_step",
@@ -78,7 +78,7 @@ CONFIGS: dict[str, list[str]] = {
         "100",
         "--eval_with_teacher",
         *EVAL_TEACHER,
-    ],  # fmt: skip
+    ],
 }
 
 

@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,17 +41,15 @@ from glue_small import prepare_data  # noqa: E402
 from mtadv.build import build_trainer  # noqa: E402
 from mtadv.config import build_parser, config_from_args  # noqa: E402
 from mtadv.losses import DIVERGENCES  # noqa: E402
-from mtadv.teacher import BregmanTeacher, ema_with_warmup  # noqa: E402
+from mtadv.teacher import BregmanTeacher  # noqa: E402
 
 
-def shadow_teacher(trainer) -> AveragedModel:
-    """An EMA of the student with the run's teacher settings, updated but never trained against."""
-    tcfg = trainer.cfg.teacher
-    beta = tcfg.bregman_beta
-    avg_fn = ema_with_warmup(beta) if tcfg.bregman_beta_warmup else get_ema_multi_avg_fn(beta)
-    avg = AveragedModel(trainer.model, multi_avg_fn=avg_fn, use_buffers=True)
-    avg.update_parameters(trainer.model)
-    return avg.eval().requires_grad_(False)
+def shadow_teacher(trainer) -> BregmanTeacher:
+    """An EMA of the student with the run's teacher settings (BregmanTeacher's own averaging), updated
+    after every step but never trained against."""
+    shadow = BregmanTeacher(trainer.cfg.teacher, {})
+    shadow._ensure_teacher(trainer.model)  # θ̃ = θ now, not at the first term
+    return shadow
 
 
 def grad_norm(out: torch.Tensor, params: list[torch.Tensor]) -> float:
@@ -74,7 +71,8 @@ def measure(trainer, teacher, task: str, batch: dict, masks: int) -> dict[str, f
     row = {"lag": div(s_eval, t_eval).item()}
     terms, drops = [], []
     for m in range(masks):
-        s_train = model(batch, task=task)  # as the trainer's clean forward: dropout on
+        with torch.set_grad_enabled(m == 0):  # gradients from the first mask only
+            s_train = model(batch, task=task)  # as the trainer's clean forward: dropout on
         term, drop = div(s_train, t_eval), div(s_train, s_eval)
         terms.append(term.item())
         drops.append(drop.item())
@@ -123,13 +121,13 @@ def run(trainer, args) -> None:
     for epoch in range(args.epochs):
         for group in trainer._groups(epoch, 0):
             task, batch = group[0]
-            teacher = shadow if shadow is not None else trained[0].teacher
+            teacher = (shadow or trained[0]).teacher
             if step % args.every == 0 and step > 0 and teacher is not None:
                 rows.append((step, measure(trainer, teacher, task, batch, args.masks)))
             trainer._optimizer_step(group)
             trainer.state.step = step = step + 1
             if shadow is not None:
-                shadow.update_parameters(trainer.model)
+                shadow.on_optimizer_step(trainer.model)
     print_table(rows, args, "trained against" if trained else "shadow, not trained against")
 
 
@@ -138,6 +136,8 @@ def print_table(rows, args, kind: str) -> None:
     print(
         f"teacher: {kind}; values averaged over {args.masks} dropout masks, gradient norms relative to the task loss's"
     )
+    if not rows:
+        raise SystemExit(f"no probes: the run is shorter than --every {args.every} steps")
     regression = "mean_student" in rows[0][1]
     head = "| step | task loss | ‖∇task‖ | term | dropout part | lag part | ‖∇term‖/‖∇task‖ | ‖∇dropout‖/‖∇task‖ | ‖∇(term−dropout)‖/‖∇task‖ |"
     head += " mean pred student / teacher / label | std pred student / teacher / label |" if regression else ""
