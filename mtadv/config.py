@@ -4,15 +4,20 @@ Every field of every section is one `--flag` (names are unique across sections),
 by its `help` metadata, so `--help`, the README and the code cannot drift apart. A YAML file
 given with `--config` sets the same names; CLI flags win; unknown keys are errors.
 Per-task overrides of `AdvConfig` fields live in the task definition's `adv:` mapping.
+Numeric fields declare their range in the metadata (ge/gt/le/lt); `check_config` checks them all.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
+import operator
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, NoReturn, get_type_hints
 
 import yaml
 
@@ -20,12 +25,29 @@ from mtadv.errors import ConfigError
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
-    """A config field with its help text (and optional argparse `choices`)."""
+    """A config field with its help text, optional argparse `choices`, and for numbers its range:
+    ge/gt/le/lt bounds (inf_ok: +inf allowed), checked by `check_config` before anything is written."""
     return field(default=default, metadata={"help": help, **kw})
+
+
+def method_opt(builtin: Any, help: str, **kw: Any) -> Any:
+    """An AdvConfig field whose default is the method's own (`Regularizer.defaults`), else `builtin`.
+
+    None stands for "not set"; AdvConfig.__post_init__ resolves it, so every entry point (CLI,
+    --config, the Python API, a task's `adv:`) gets the method's defaults."""
+    return field(default=None, metadata={"help": help, "builtin": builtin, **kw})
+
+
+def _method_names() -> list[str]:
+    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
+
+    return ["none", *ADV_METHODS.names()]
 
 
 @dataclass
 class TrainConfig:
+    """Data, model, optimization, evaluation and checkpoints."""
+
     task_def: str = opt("task_defs/glue.yml", "task-definition YAML file")
     tasks: str = opt("", "comma-separated task names to train (default: every task with a train split)")
     data_dir: str = opt("data/glue_sample", "root folder that the task definition's paths are relative to")
@@ -35,107 +57,139 @@ class TrainConfig:
         "or an installed model package exposing get_model_path() (default: the MiniLM package)",
     )
     output_dir: str = opt("runs/demo", "where checkpoints, TensorBoard logs and results.json go")
-    epochs: float = opt(3.0, "training epochs (fractions allowed)")
-    max_steps: int = opt(0, "stop after this many optimizer steps (overrides --epochs when > 0)")
-    batch_size: int = opt(32, "examples per task batch (global, across all processes)")
-    eval_batch_size: int = opt(128, "examples per evaluation batch")
-    learning_rate: float = opt(5e-5, "peak AdamW learning rate")
-    weight_decay: float = opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm)")
-    warmup_ratio: float = opt(0.1, "fraction of optimizer steps with linear learning-rate warm-up")
+    epochs: float = opt(3.0, "training epochs (fractions allowed)", gt=0)
+    max_steps: int = opt(0, "stop after this many optimizer steps (overrides --epochs when > 0)", ge=0)
+    batch_size: int = opt(32, "examples per task batch (global, across all processes)", ge=1)
+    eval_batch_size: int = opt(128, "examples per evaluation batch", ge=1)
+    learning_rate: float = opt(5e-5, "peak AdamW learning rate", gt=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm)", ge=0)
+    warmup_ratio: float = opt(0.1, "fraction of optimizer steps with linear learning-rate warm-up", ge=0, le=1)
     lr_scheduler: str = opt("linear", "transformers scheduler name (linear, cosine, constant_with_warmup, ...)")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
-    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
-    max_seq_len: int = opt(128, "tokens per example; longer inputs are truncated and counted")
-    seed: int = opt(42, "random seed for initialization, sampling and dropout")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)", ge=0)
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", ge=1)
+    max_seq_len: int = opt(128, "tokens per example; longer inputs are truncated and counted", ge=8)
+    seed: int = opt(42, "random seed for initialization, sampling and dropout", ge=0, lt=2**32)
     sampling: str = opt(
         "proportional",
         "multi-task batch sampling: proportional (MT-DNN), temperature or uniform",
         choices=("proportional", "temperature", "uniform"),
     )
-    temperature: float = opt(2.0, "T for --sampling temperature: p(task) ∝ n^(1/T)")
+    temperature: float = opt(2.0, "T for --sampling temperature: p(task) ∝ n^(1/T)", gt=0)
     group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
-    head_dropout: float = opt(0.1, "dropout in the task heads")
+    head_dropout: float = opt(0.1, "dropout in the task heads", ge=0, lt=1)
     precision: str = opt(
         "auto", "fp32, bf16, fp16, or auto (bf16/fp16 on GPU, fp32 on CPU)", choices=("auto", "fp32", "bf16", "fp16")
     )
-    eval_steps: int = opt(0, "evaluate every N optimizer steps (0: after each epoch only)")
+    eval_steps: int = opt(0, "evaluate every N optimizer steps (0: after each epoch only)", ge=0)
     save_steps: int = opt(
-        0, "write a resumable checkpoint-<step>/ every N optimizer steps (0: at the end of each epoch)"
+        0, "write a resumable checkpoint-<step>/ every N optimizer steps (0: at the end of each epoch)", ge=0
     )
-    save_total_limit: int = opt(2, "keep the newest N checkpoint-<step>/ directories, plus best/ (0: keep all)")
-    max_train_samples: int = opt(0, "cap training examples per task (0: all)")
-    max_eval_samples: int = opt(0, "cap evaluation examples per task and split (0: all)")
+    save_total_limit: int = opt(2, "keep the newest N checkpoint-<step>/ directories, plus best/ (0: keep all)", ge=0)
+    max_train_samples: int = opt(0, "cap training examples per task (0: all)", ge=0)
+    max_eval_samples: int = opt(0, "cap evaluation examples per task and split (0: all)", ge=0)
     metric_for_best: str = opt(
         "avg", "'avg' (mean of each task's primary dev metric) or TASK/SPLIT/METRIC, e.g. mrpc/dev/f1"
     )
     cache_dir: str = opt("", "tokenization cache (default: $MTADV_CACHE or ~/.cache/mtadv)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    num_workers: int = opt(0, "DataLoader worker processes")
-    log_steps: int = opt(10, "log training scalars every N optimizer steps")
+    num_workers: int = opt(0, "DataLoader worker processes", ge=0)
+    log_steps: int = opt(10, "log training scalars every N optimizer steps", ge=1)
     trust_remote_code: bool = opt(False, "allow model repositories to run their own code (off: safe)")
     resume: bool = opt(
         False, "require resuming from the newest checkpoint in --output_dir (a restart on it resumes anyway)"
     )
     overwrite_output_dir: bool = opt(False, "discard a different run already in --output_dir instead of stopping")
     max_skipped_steps: int = opt(
-        25, "stop after this many optimizer steps in a row skipped for a NaN/inf loss or gradient (0: never)"
+        25, "stop after this many optimizer steps in a row skipped for a NaN/inf loss or gradient (0: never)", ge=0
     )
 
 
 @dataclass
 class AdvConfig:
-    """Adversarial-regularizer settings; every field may be overridden per task (`adv:`)."""
+    """Adversarial-regularizer settings; every field may be overridden per task (`adv:`).
+
+    A field left unset (None) takes the method's own default (`Regularizer.defaults`), else the
+    built-in one (SMART's paper values); `given` names the fields that were set.
+    """
 
     adv: str = opt(
         "none",
-        "adversarial method by name (see README); 'none' disables. A method brings its own defaults for the "
-        "adv_* settings you do not set (README: the methods' table); the defaults below are SMART's",
+        "adversarial method by name; 'none' disables. Each method brings its own defaults for the adv_* settings "
+        "not set on the command line, in --config or in a task's adv:; the built-in ones are SMART's",
+        listing=_method_names,
     )
-    adv_weight: float = opt(1.0, "weight of the adversarial term in the loss (λ)")
-    adv_eps: float = opt(1e-5, "perturbation radius ε; the perturbation never leaves this ball")
-    adv_lr: float = opt(1e-3, "ascent step size η")
-    adv_steps: int = opt(1, "ascent steps K")
-    adv_init_mag: float = opt(1e-5, "scale of the initial random perturbation (σ for SMART)")
-    adv_norm: str = opt("linf", "ascent-gradient normalization and projection: linf or l2", choices=("linf", "l2"))
-    adv_norm_level: str = opt("token", "where norms are taken: per token or per example", choices=("token", "example"))
-    adv_replay_dropout: bool = opt(True, "replay the clean forward's dropout masks in adversarial forwards")
-    adv_start_epoch: int = opt(0, "first epoch (0-based) in which the regularizer is active")
-    adv_warmup_steps: int = opt(0, "optimizer steps before the regularizer starts")
-    bregman_mu: float = opt(0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)")
-    adv_weight_pattern: str = opt(
+    adv_weight: float = method_opt(1.0, "weight of the adversarial term in the loss (λ)", ge=0)
+    adv_eps: float = method_opt(1e-5, "perturbation radius ε; the perturbation never leaves this ball", ge=0, inf_ok=True)
+    adv_lr: float = method_opt(1e-3, "ascent step size η", ge=0)
+    adv_steps: int = method_opt(1, "ascent steps K", ge=0)
+    adv_init_mag: float = method_opt(1e-5, "scale of the initial random perturbation (σ for SMART)", ge=0)
+    adv_norm: str = method_opt("linf", "ascent-gradient normalization and projection: linf or l2", choices=("linf", "l2"))
+    adv_norm_level: str = method_opt(
+        "token", "where norms are taken: per token or per example", choices=("token", "example")
+    )
+    adv_space: str = method_opt(
+        "word",
+        "what input-space methods perturb: word (the raw word embeddings, absolute radii) or embedding (the "
+        "embedding layer's normalized output, radii relative to each token's RMS; see docs)",
+        choices=("word", "embedding"),
+    )
+    adv_replay_dropout: bool = method_opt(True, "replay the clean forward's dropout masks in adversarial forwards")
+    adv_start_epoch: int = method_opt(0, "first epoch (0-based) in which the regularizer is active", ge=0)
+    adv_warmup_steps: int = method_opt(0, "optimizer steps before the regularizer starts", ge=0)
+    bregman_mu: float = method_opt(
+        0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)", ge=0
+    )
+    adv_weight_pattern: str = method_opt(
         r"^encoder\.(encoder|transformer)\.layers?\.\d+\.(?!.*(LayerNorm|layer_norm)).*\.weight$",
         "AWP: regex (re.search) over parameter names choosing the weights to perturb "
         "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
     )
-    freeat_replays: int = opt(2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)")
-    freelb_max_norm: float = opt(0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)")
-    vat_xi: float = opt(1e-6, "VAT: finite-difference scale ξ of the power iteration")
-    adv_keep_clean_loss: bool = opt(
+    freeat_replays: int = method_opt(
+        2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)", ge=1
+    )
+    freelb_max_norm: float = method_opt(
+        0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)", ge=0
+    )
+    vat_xi: float = method_opt(1e-6, "VAT: finite-difference scale ξ of the power iteration", gt=0)
+    adv_keep_clean_loss: bool = method_opt(
         False,
         "PGD, FreeAT, FreeLB, AWP: also train on the clean loss L(x) (the fine-tuning-recipe variant); by default "
         "they train on the adversarial loss alone, as published. FGM, VAT, SMART, grad_penalty always keep L(x)",
     )
+
+    def __post_init__(self) -> None:
+        unset = [f.name for f in fields(self) if getattr(self, f.name) is None]
+        self.given = frozenset(f.name for f in fields(self) if f.name not in unset and f.name != "adv")
+        if self.adv != "none":
+            self.given |= {"adv"}
+        defaults = adv_defaults(self.adv)
+        for name in unset:
+            setattr(self, name, defaults[name])
 
 
 @dataclass
 class TeacherConfig:
     """The momentum Bregman proximal-point teacher (one EMA model shared by all tasks)."""
 
-    bregman_beta: float = opt(0.99, "EMA momentum β of the teacher: θ̃ ← βθ̃ + (1−β)θ after each optimizer step")
-    bregman_start_step: int = opt(
-        0, "optimizer step at which the teacher is created (a copy of the student) and its term starts"
+    bregman_beta: float = opt(
+        0.99, "EMA momentum β of the teacher: θ̃ ← βθ̃ + (1−β)θ after each optimizer step", ge=0, lt=1
     )
-    bregman_ramp_steps: int = opt(0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)")
+    bregman_start_step: int = opt(
+        0, "optimizer step at which the teacher is created (a copy of the student) and its term starts", ge=0
+    )
+    bregman_ramp_steps: int = opt(0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)", ge=0)
     bregman_beta_warmup: bool = opt(
         True, "use β_n = min(β, (1+n)/(10+n)) for the n-th update, so a young teacher is not a stale one (false: paper)"
     )
     bregman_replay_dropout: bool = opt(
         True,
         "run the teacher with the clean forward's dropout masks, so the term is the teacher's lag and not "
-        "the student's dropout noise (false: teacher without dropout, which hurt STS-B)",
+        "the student's dropout noise (false: the teacher runs in eval mode, without dropout)",
     )
     eval_with_teacher: bool = opt(
-        False, "also evaluate the teacher and save it as a model of its own (<checkpoint>/teacher/)"
+        False,
+        "also evaluate the EMA teacher on the dev splits (dev_teacher/ scalars, 'teacher' in results.json); "
+        "a run with a teacher saves it in best/teacher/ either way",
     )
 
 
@@ -144,13 +198,19 @@ class MLMConfig:
     """Masked-LM tasks (task type mlm): masking and the held-out split (see README, ALUM)."""
 
     mlm_probability: float = opt(
-        0.15, "fraction of tokens chosen for masked-LM (of those: 80% [MASK], 10% random token, 10% unchanged)"
+        0.15,
+        "fraction of tokens chosen for masked-LM (of those: 80% [MASK], 10% random token, 10% unchanged)",
+        gt=0,
+        le=1,
     )
     mlm_whole_word: bool = opt(
         False, "choose whole words (all their word pieces) instead of single tokens; chosen tokens all become [MASK]"
     )
     mlm_holdout: float = opt(
-        0.01, "fraction of an MLM task's training passages held out for perplexity when it has no dev split"
+        0.01,
+        "fraction of an MLM task's training passages held out for perplexity when it has no dev split",
+        ge=0,
+        lt=1,
     )
 
 

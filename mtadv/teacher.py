@@ -59,6 +59,7 @@ class BregmanTeacher(Regularizer):
     """μ_task · ℓ_s(f(x; θ), f(x; θ̃)) with θ̃ the EMA of θ; one instance shared by all tasks."""
 
     name = "bregman"
+    space = None  # perturbs no input: the clean forward takes any task's space
 
     def __init__(self, cfg: TeacherConfig, mu_by_task: dict[str, float]) -> None:
         self.cfg = cfg

@@ -31,6 +31,7 @@ from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
 from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
+from mtadv.adversarial.spaces import get_space
 from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
 from mtadv.errors import UserError
@@ -130,6 +131,7 @@ class Trainer:
         self.state = TrainState()
         self._examples_at_start = 0  # set when train() starts: a resumed run's speed counts that session only
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
+        self.spaces = {t: get_space(_task_space(regularizers.get(t, []))) for t in tasks}
 
     # Evaluation results live in TrainState, so they survive a resume.
     last_results = property(lambda self: self.state.last_results, lambda self, v: _set(self, "last_results", v))
@@ -246,8 +248,8 @@ class Trainer:
         tdef = self.tasks[task]
         rng = RngState.capture(self.device)  # dropout masks of the clean forward, for replay
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            embeds = self.model.embed(batch)  # (B, T, H) word embeddings
-            logits = self.forward_model(batch, task=task, inputs_embeds=embeds)  # (B, C) or (B,)
+            # embeds: (B, T, H) the tensor the task's methods perturb; logits: (B, C) or (B,)
+            embeds, logits, space_scale = self.spaces[task].clean_forward(self.forward_model, self.model, batch, task)
             task_loss = self.loss_fns[task](logits, batch["labels"])
             active = [r for r in self.regularizers.get(task, []) if r.active(self.state.step, self.state.epoch)]
             # a method may train on its own (adversarial) loss instead of the clean one: replaces_task_loss
@@ -257,6 +259,7 @@ class Trainer:
             ctx = StepContext(
                 self.model, tdef, batch, embeds, logits, task_loss, rng, self.state.step, self.state.epoch
             )
+            ctx.space, ctx.space_scale = self.spaces[task].name, space_scale
             for reg in active:
                 reg_loss, reg_logs = reg.loss(ctx)
                 loss = loss + reg_loss
@@ -451,6 +454,14 @@ class Trainer:
                 f"{s.skipped_steps} skipped steps"
             )
         return payload
+
+
+def _task_space(regularizers: list[Regularizer]) -> str:
+    """The perturbation space of a task's input-space methods (word when it has none)."""
+    spaces = {r.space for r in regularizers if r.space is not None}
+    if len(spaces) > 1:
+        raise UserError(f"a task's methods perturb different spaces {sorted(spaces)}: give them one adv_space")
+    return spaces.pop() if spaces else "word"
 
 
 def _set(trainer: Trainer, field_name: str, value: Any) -> None:

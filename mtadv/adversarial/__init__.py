@@ -1,24 +1,22 @@
-"""Adversarial regularizers: one method per file, registered in ADV_METHODS by name."""
+"""Adversarial regularizers: one method per file, registered in ADV_METHODS by name and imported
+automatically."""
 
 from __future__ import annotations
 
-from mtadv.adversarial import (  # noqa: F401  (importing a method's module registers it)
-    alum,
-    awp,
-    fgm,
-    freeat,
-    freelb,
-    grad_penalty,
-    pgd,
-    smart,
-    vat,
-)
+import importlib
+import pkgutil
+
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.config import RunConfig, adv_config_for_task
 from mtadv.errors import ConfigError
 from mtadv.taskdef import TaskDef
 
 __all__ = ["ADV_METHODS", "Regularizer", "StepContext", "build_regularizers"]
+
+# Every module of this package is imported, so a method's file registers it (fairseq's criterions do
+# the same): adding a method is adding one file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, list[Regularizer]]:

@@ -12,6 +12,7 @@ knowing them by name:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mtadv.adversarial.perturb import RngState, token_mask
+from mtadv.adversarial.spaces import get_space
 from mtadv.config import AdvConfig
 from mtadv.losses import DIVERGENCES, TASK_LOSSES, LossFn
 from mtadv.registry import Registry
@@ -32,13 +34,15 @@ class StepContext:
     model: nn.Module  # the unwrapped MultiTaskModel, for extra forwards
     task: TaskDef
     batch: dict[str, Tensor]
-    embeds: Tensor  # (B, T, H) clean word embeddings, attached to the embedding matrix
+    embeds: Tensor  # (B, T, H) the clean tensor methods perturb (its space: `space`), attached to the graph
     logits: Tensor  # clean output: (B, C) logits or (B,) scores, attached to the graph
     task_loss: Tensor
     rng: RngState  # RNG state before the clean forward, to replay its dropout masks
     step: int = 0  # optimizer steps taken so far
     epoch: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    space: str = "word"  # the perturbation space of `embeds` (mtadv.adversarial.spaces)
+    space_scale: Tensor | None = None  # that space's state from the clean forward: (B, T, 1) token RMS
 
     @property
     def mask(self) -> Tensor:
@@ -53,12 +57,11 @@ class StepContext:
     def loss_fn(self) -> LossFn:
         return TASK_LOSSES.get(self.task.loss)
 
-    def forward(self, inputs_embeds: Tensor, replay_dropout: bool = True) -> Tensor:
-        """The model's output at the given (perturbed) word embeddings."""
-        if replay_dropout:
-            with self.rng.replay():
-                return self.model(self.batch, task=self.task.name, inputs_embeds=inputs_embeds)
-        return self.model(self.batch, task=self.task.name, inputs_embeds=inputs_embeds)
+    def forward(self, perturbed: Tensor, replay_dropout: bool = True) -> Tensor:
+        """The model's output at a perturbed `embeds` (B, T, H), in this step's perturbation space."""
+        space = get_space(self.space)
+        with self.rng.replay() if replay_dropout else contextlib.nullcontext():
+            return space.forward(self.model, self.batch, self.task.name, perturbed, self.space_scale)
 
 
 class Regularizer:
@@ -79,6 +82,11 @@ class Regularizer:
 
     def active(self, step: int, epoch: int) -> bool:
         return step >= self.cfg.adv_warmup_steps and epoch >= self.cfg.adv_start_epoch
+
+    @property
+    def space(self) -> str | None:
+        """The perturbation space this method works in (`adv_space`); None: it perturbs no input."""
+        return self.cfg.adv_space
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError

