@@ -115,7 +115,6 @@ class Trainer:
             world_size,
             rank,
         )
-        self.replays = max([r.replays for regs in regularizers.values() for r in regs] or [1])
         self.batches_per_epoch = len(self.sampler.epoch_plan(0))
         self.groups_per_epoch = math.ceil(self.batches_per_epoch / self.tc.grad_accum)
         self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
@@ -152,8 +151,9 @@ class Trainer:
             while self.state.step < self.total_steps:
                 for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
                     first_step = self.state.step + 1
-                    for _ in range(self.replays):  # FreeAT-style replay; 1 for every other method
-                        logs = self._optimizer_step(group)
+                    counts = self.replay_counts(group)  # per micro-batch: m for a task whose active method replays
+                    for k in range(max(counts)):  # replay k trains the batches whose task still replays
+                        logs = self._optimizer_step([mb for mb, n in zip(group, counts) if n > k])
                         self.state.step += 1
                         bar.update(1)
                         self._after_step(logs, bar)
@@ -174,6 +174,17 @@ class Trainer:
                 self._evaluate_and_keep_best()
             self.save_training_checkpoint()  # the final state: a finished run resumes straight to its results
         return self._finish(time.perf_counter() - start)
+
+    def replay_counts(self, group: list[tuple[str, dict[str, Tensor]]]) -> list[int]:
+        """Optimizer steps for each micro-batch of a group: the largest `replays` among its task's regularizers
+        active at the group's first step (FreeAT's m), else 1. Only those tasks' batches are replayed: a plain
+        task's batch in the same grad-accumulation group is trained once, in the group's first step. The step
+        budget stays epochs × groups and the tasks share one epoch plan, so replayed batches shorten every
+        task's passes to budget / (steps per pass): epochs/m when every task replays, and nothing is lost
+        while no replaying method is active. Every rank's batch i is of the same task, so ranks agree."""
+        s = self.state
+        regs = self.regularizers
+        return [max([r.replays for r in regs.get(t, []) if r.active(s.step, s.epoch)] or [1]) for t, _ in group]
 
     def _at_group_end(self, first_step: int, stop: StopOnSignal) -> None:
         """After a whole grad-accumulation group and its replays: checkpoint if due; stop on a signal."""

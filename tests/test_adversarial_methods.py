@@ -303,8 +303,9 @@ def test_freeat_perturbation_carries_over_and_is_checkpointed(tiny_encoder, task
     assert torch.equal(restored.last_delta, carried)
 
 
-def _tiny_run_config(tiny_encoder, output_dir, **adv) -> RunConfig:
-    train = TrainConfig(
+def _tiny_run_config(tiny_encoder, output_dir, train: dict | None = None, **adv) -> RunConfig:
+    """A tiny run: rte alone unless `train` says otherwise; 16 examples a task, 4 batches of 4 each."""
+    settings = dict(
         task_def=str(GLUE_YAML),
         tasks="rte",
         data_dir=str(REPO / "data" / "glue_sample"),
@@ -316,7 +317,22 @@ def _tiny_run_config(tiny_encoder, output_dir, **adv) -> RunConfig:
         max_eval_samples=8,
         log_steps=100,
     )
-    return RunConfig(train=train, adv=adv_config(**adv))
+    return RunConfig(train=TrainConfig(**{**settings, **(train or {})}), adv=adv_config(**adv))
+
+
+def _spy_micro_steps(monkeypatch) -> list[tuple[int, int, str, tuple]]:
+    """Record (epoch, optimizer step, task, batch) for every micro-step the trainer runs."""
+    from mtadv.trainer import Trainer
+
+    seen: list[tuple[int, int, str, tuple]] = []
+    original = Trainer._micro_step
+
+    def spy(self, task, batch, n_micro):
+        seen.append((self.state.epoch, self.state.step, task, tuple(map(tuple, batch["input_ids"].tolist()))))
+        return original(self, task, batch, n_micro)
+
+    monkeypatch.setattr(Trainer, "_micro_step", spy)
+    return seen
 
 
 def test_freeat_replays_each_batch_m_times_within_the_plain_budget(tiny_encoder, tmp_path, monkeypatch):
@@ -332,13 +348,62 @@ def test_freeat_replays_each_batch_m_times_within_the_plain_budget(tiny_encoder,
 
     monkeypatch.setattr(FreeAT, "loss", spy)
     trainer = build_trainer(_tiny_run_config(tiny_encoder, tmp_path / "run", name="freeat", freeat_replays=2))
-    assert trainer.replays == 2
     assert trainer.total_steps == 2 * trainer.groups_per_epoch  # epochs × batches: same budget as plain
     trainer.train()
     assert [s for s, _ in seen] == list(range(trainer.total_steps))  # one optimizer step per replay
     batches = [b for _, b in seen]
     assert all(batches[i] == batches[i + 1] for i in range(0, len(batches), 2))  # each batch twice in a row
     assert len(set(batches)) == trainer.groups_per_epoch  # epochs / m = one pass over the data
+
+
+def _two_task_def(tmp_path, rte_adv: dict) -> Path:
+    """glue.yml's rte and stsb, with rte's own `adv:` mapping (the CLI runs no method)."""
+    import yaml
+
+    defs = yaml.safe_load(GLUE_YAML.read_text())["tasks"]
+    path = tmp_path / "two_tasks.yml"
+    path.write_text(yaml.safe_dump({"tasks": {"rte": {**defs["rte"], "adv": rte_adv}, "stsb": defs["stsb"]}}))
+    return path
+
+
+def _times_seen(seen, task: str, epoch: int = 0) -> dict[tuple, list[int]]:
+    """Each batch of a task in one epoch -> the optimizer steps that trained it."""
+    out: dict[tuple, list[int]] = {}
+    for e, step, t, batch in seen:
+        if e == epoch and t == task:
+            out.setdefault(batch, []).append(step)
+    return out
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_freeat_in_one_task_replays_that_task_only(grad_accum, tiny_encoder, tmp_path, monkeypatch):
+    """FreeAT in rte's `adv:` only: rte's batches get m = 2 steps each, stsb's one (grad accumulation
+    groups mix the tasks: a group's second step trains its rte batches alone)."""
+    from mtadv.build import build_trainer
+
+    seen = _spy_micro_steps(monkeypatch)
+    task_def = _two_task_def(tmp_path, {"method": "freeat", "freeat_replays": 2})
+    train = {"task_def": str(task_def), "tasks": "rte,stsb", "grad_accum": grad_accum}
+    trainer = build_trainer(_tiny_run_config(tiny_encoder, tmp_path / "run", train, name="none"))
+    assert trainer.total_steps == 2 * trainer.groups_per_epoch  # the budget: epochs × groups
+    trainer.train()
+    stsb, rte = _times_seen(seen, "stsb"), _times_seen(seen, "rte")
+    assert len(stsb) == len(rte) == 4  # the whole first epoch ran: every batch of both tasks
+    assert all(len(steps) == 1 for steps in stsb.values())  # never replayed
+    assert all(len(steps) == 2 and steps[1] == steps[0] + 1 for steps in rte.values())  # twice in a row
+
+
+@pytest.mark.parametrize("inactive", [{"adv_warmup_steps": 1000}, {"adv_start_epoch": 5}])
+def test_inactive_freeat_replays_nothing(inactive, tiny_encoder, tmp_path, monkeypatch):
+    from mtadv.build import build_trainer
+
+    seen = _spy_micro_steps(monkeypatch)
+    task_def = _two_task_def(tmp_path, {"method": "freeat", "freeat_replays": 2, **inactive})
+    train = {"task_def": str(task_def), "tasks": "rte,stsb", "epochs": 1.0}
+    trainer = build_trainer(_tiny_run_config(tiny_encoder, tmp_path / "run", train, name="none"))
+    trainer.train()
+    assert [s for _, s, _, _ in seen] == list(range(trainer.total_steps))  # one micro-step per step
+    assert len({b for *_, b in seen}) == len(seen) == 8  # one pass: each of the 8 batches exactly once
 
 
 def test_task_adv_mapping_overrides_the_cli(tiny_encoder, tasks):
