@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from mtadv.adversarial.base import StepContext  # noqa: E402
 from mtadv.adversarial.perturb import RngState  # noqa: E402
 from mtadv.adversarial.smart import SmartRegularizer  # noqa: E402
+from mtadv.adversarial.spaces import get_space  # noqa: E402
 from mtadv.build import build_trainer  # noqa: E402
 from mtadv.config import build_parser, config_from_args  # noqa: E402
 
@@ -42,8 +43,9 @@ SETTINGS = [  # (norm, ε): ℓ2 radii are per token, over H = 384 coordinates (
 ]
 
 
-def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, sigma: float = 1e-5):
-    """Mean R_s and task loss over the batches (dropout replayed unless `replay` is False)."""
+def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, sigma: float = 1e-5, space="word"):
+    """Mean R_s and task loss over the batches (dropout replayed unless `replay` is False), with δ in
+    `space` (word: absolute radii; embedding: radii relative to each token's RMS)."""
     cfg = dataclasses.replace(
         trainer.cfg.adv,
         adv="smart",
@@ -53,6 +55,7 @@ def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, s
         adv_init_mag=sigma,
         adv_replay_dropout=replay,
         adv_steps=1 if eps else 0,
+        adv_space=space,
     )
     reg, model = SmartRegularizer(cfg), trainer.model
     rs, task = [], []
@@ -60,10 +63,10 @@ def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, s
         for name, batch in group:
             rng = RngState.capture(trainer.device)
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                embeds = model.embed(batch)
-                logits = model(batch, task=name, inputs_embeds=embeds)
+                embeds, logits, scale = get_space(space).clean_forward(model, model, batch, name)
                 loss = trainer.loss_fns[name](logits, batch["labels"])
-                ctx = StepContext(model, trainer.tasks[name], batch, embeds, logits, loss, rng)
+                ctx = StepContext(model, trainer.tasks[name], batch, embeds, logits, loss, rng, space=space)
+                ctx.space_scale = scale
                 _, logs = reg.loss(ctx)
             rs.append(logs["adv_loss"])
             task.append(loss.item())
@@ -77,6 +80,7 @@ def main() -> None:
     p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--only_replay", action="store_true", help="print only the dropout-replay table")
+    p.add_argument("--only_spaces", action="store_true", help="print only the table of both perturbation spaces")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
@@ -86,6 +90,8 @@ def main() -> None:
         for g in groups[: args.train_steps]:
             trainer._optimizer_step(g)
         probe = groups[args.train_steps :]
+        if args.only_spaces:
+            return space_table(trainer, probe, args.train_steps)
         if not args.only_replay:
             eps_table(trainer, probe, args.train_steps)
         replay_table(trainer, probe)
@@ -104,6 +110,19 @@ def eps_table(trainer, probe, train_steps: int) -> None:
         rs16, _ = rs_for(trainer, probe, norm, eps, torch.bfloat16)
         rel = eps / scale if norm == "linf" else eps / (scale * emb.shape[1] ** 0.5)
         print(f"| {norm} | {eps:g} | {rel:.1e} | {rs32:.2e} | {rs16:.2e} | {task:.3f} |")
+
+
+def space_table(trainer, probe, train_steps: int) -> None:
+    """R_s per ε in the word space (absolute) and the embedding space (relative to each token's RMS),
+    ℓ∞ per token, η = ε, σ = ε/10, fp32, dropout replayed; R_s / task loss says whether it can matter."""
+    print(f"after {train_steps} plain steps on MRPC (batch 16); SMART R_s, K=1, linf per token, eta = eps")
+    print("| space | ε | R_s | R_s / task loss |")
+    print("|---|---|---|---|")
+    for space in ("word", "embedding"):
+        for eps in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1):
+            cfg = dict(norm="linf", eps=eps, dtype=None, sigma=eps / 10, space=space)
+            rs, task = rs_for(trainer, probe, **cfg)
+            print(f"| {space} | {eps:g} | {rs:.2e} | {rs / task:.1e} |")
 
 
 def replay_table(trainer, probe) -> None:

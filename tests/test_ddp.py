@@ -100,6 +100,9 @@ CASES = {
     "smart+teacher": ["--smart"],  # the teacher replays the clean forward's dropout masks on each rank
     "smart+eval-mode teacher": ["--smart", "--bregman_replay_dropout", "false"],
     **{m: ["--adv", m] for m in ADV_METHODS.names()},
+    # the embedding space's hook and per-token scale on each rank
+    "smart, embedding space": ["--smart", "--adv_space", "embedding", "--adv_eps", "0.05", "--adv_lr", "0.05"],
+    "pgd, embedding space": ["--adv", "pgd", "--adv_space", "embedding"],
 }
 
 
