@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,11 @@ def predict_split(
     device: torch.device,
     show_progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> Predictions:
-    """Run the model over a split in order (dynamic padding, batches sorted by nothing)."""
+    """Run the model over a split in order (dynamic padding, batches sorted by nothing).
+
+    `forward(batch)` replaces `model(batch, task=...)` (an attack's perturbed outputs)."""
     was_training = model.training
     model.eval()
     loader = DataLoader(split.data, batch_size=batch_size, shuffle=False, collate_fn=collator)
@@ -46,7 +50,7 @@ def predict_split(
     for batch in tqdm(loader, desc=f"predict {task.name}", leave=False, disable=not show_progress):
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model(batch, task=task.name).float()
+            out = (forward(batch) if forward else model(batch, task=task.name)).float()
         outs.append((out.softmax(-1) if out.ndim == 2 else out).cpu().numpy())
         idx.append(batch["example_idx"].cpu().numpy())
         if "labels" in batch:

@@ -1,0 +1,137 @@
+"""Robustness attacks (mtadv.attacks), parametrized over the registry where the invariant is shared:
+strength 0 gives exactly the clean metrics, results are deterministic, weights are never changed;
+plus `pgd`'s ordering (never above clean, not rising with the radius) and `typo`'s edits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import GLUE_SAMPLE, GLUE_YAML
+from transformers import AutoModel, AutoTokenizer
+
+from data_utils.readers import read_split
+from data_utils.tokenize import tokenize_split
+from mtadv.attacks import ATTACKS, AttackConfig, build_attack
+from mtadv.attacks.evaluate import evaluate_under_attack, success_rate
+from mtadv.attacks.typo import EDITS, NEIGHBOURS, TypoAttack
+from mtadv.evaluate import Predictions
+from mtadv.model import MultiTaskModel
+from mtadv.pipelines import EvalRequest
+from mtadv.taskdef import load_task_defs
+
+TASKS = ("rte", "stsb")
+ZERO = {"pgd": {"attack_eps": 0.0}, "typo": {"attack_rate": 0.0}}  # each attack's strength 0
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_encoder, tmp_path_factory):
+    tasks = {k: v for k, v in load_task_defs(GLUE_YAML).items() if k in TASKS}
+    torch.manual_seed(0)
+    model = MultiTaskModel(AutoModel.from_pretrained(tiny_encoder), tasks).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    cache = str(tmp_path_factory.mktemp("tok"))
+    splits = {}
+    for name, task in tasks.items():
+        raw = read_split(task, "dev", str(GLUE_SAMPLE)).select(range(24))
+        splits[name] = tokenize_split(raw, tok, 64, cache, (name, "dev"))
+    req = EvalRequest(tok, 8, torch.device("cpu"))
+    return model, tasks, splits, req, cache
+
+
+def run(setup, task: str, **cfg) -> dict[str, float]:
+    model, tasks, splits, req, cache = setup
+    return evaluate_under_attack(model, tasks[task], splits[task], req, build_attack(AttackConfig(**cfg)), 64, cache)
+
+
+def clean_metrics(setup, task: str) -> dict[str, float]:
+    from mtadv.pipelines import pipeline_for
+
+    model, tasks, splits, req, _ = setup
+    return pipeline_for(tasks[task]).evaluate(model, tasks[task], splits[task], req)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_zero_strength_gives_exactly_the_clean_metrics(name, task, setup):
+    got = run(setup, task, attack=name, **ZERO[name])
+    assert {k: v for k, v in got.items() if k != "attack_success_rate"} == clean_metrics(setup, task)
+    assert got.get("attack_success_rate", 0.0) == 0.0
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_deterministic_for_a_seed(name, setup):
+    cfg = dict(attack=name, attack_eps=0.5, attack_rate=0.5, attack_seed=3)
+    assert run(setup, "rte", **cfg) == run(setup, "rte", **cfg)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_never_changes_weights_nor_leaves_gradients(name, setup):
+    model = setup[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run(setup, "stsb", attack=name, attack_eps=0.5, attack_rate=0.5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # restored after the attack
+
+
+def test_unknown_attack_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known: pgd, typo"):
+        build_attack(AttackConfig(attack="nope"))
+
+
+@pytest.mark.parametrize("space", ["word", "embedding"])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_is_never_above_clean_and_does_not_rise_with_the_radius(space, norm, setup):
+    clean = clean_metrics(setup, "rte")["accuracy"]
+    accs = [
+        run(setup, "rte", attack="pgd", attack_eps=eps, attack_space=space, attack_norm=norm)["accuracy"]
+        for eps in (0.0, 0.1, 0.5, 2.0)
+    ]
+    assert accs[0] == clean
+    assert all(a <= clean for a in accs)
+    assert accs == sorted(accs, reverse=True)
+    assert accs[-1] < clean  # a large radius does break this random model
+
+
+def test_pgd_on_regression_never_lowers_the_error(setup):
+    """For scores the worst iterate is the one farthest from the label."""
+    model, tasks, splits, req, _ = setup
+    from mtadv.attacks.evaluate import _predict
+
+    split, task = splits["stsb"], tasks["stsb"]
+    attack = build_attack(AttackConfig(attack="pgd", attack_eps=0.5))
+    clean = _predict(model, task, split, req)
+    attacked = _predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
+    assert ((attacked.outputs - attacked.labels) ** 2 >= (clean.outputs - clean.labels) ** 2 - 1e-6).all()
+
+
+def test_success_rate_counts_flips_of_correct_examples():
+    labels = torch.tensor([0, 1, 1, 0]).numpy()
+    clean = Predictions(labels, torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]).numpy(), labels)
+    attacked = Predictions(labels, torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]).numpy(), labels)
+    assert success_rate(clean, attacked) == 50.0  # two were right, one of them flipped
+
+
+def test_typo_edits_the_rate_of_words_with_one_edit_each():
+    attack = TypoAttack(AttackConfig(attack="typo", attack_rate=0.3))
+    words = [f"w{'abcdefgh'[i % 8]}ord{'xyz'[i % 3]}" for i in range(2000)]
+    out = attack.perturb_text(" ".join(words), random.Random(0)).split(" ")
+    changed = sum(a != b for a, b in zip(words, out))
+    assert len(out) == len(words) and 0.25 < changed / len(words) < 0.35
+    assert all(abs(len(a) - len(b)) <= 1 for a, b in zip(words, out))
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=lambda e: e.__name__)
+def test_each_typo_edit_changes_one_position(edit):
+    rng = random.Random(1)
+    for word in ("ab", "keyboard", "Mississippi"):
+        new = edit(word, rng)
+        assert new != word or edit.__name__ in ("swap", "insert", "substitute")  # swap of equal letters
+        assert abs(len(new) - len(word)) <= 1
+
+
+def test_keyboard_neighbours_are_adjacent_keys():
+    assert set(NEIGHBOURS["s"]) == set("qweadzxc")
+    assert set(NEIGHBOURS["q"]) == set("was")
