@@ -1,91 +1,251 @@
-"""Regenerate the README's accuracy tables from benchmarks/results/glue_small/.
+"""Regenerate the results tables in README.md and benchmarks/README.md from the full-data records.
 
-Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block in README.md is replaced by the
-glue_small table (or term table, or paired-differences table) of the configs listed for NAME below, so the README never
-drifts from the committed result files.
+The records are benchmarks/results/glue_full/*.json, one per run of benchmarks/glue_full.py (id,
+mode, tasks, config, seed, tag "_full", flags, wall_s, result, train_stats). A task's score is its
+GLUE score on the dev split: RTE accuracy, MRPC the mean of accuracy and F1, CoLA MCC, STS-B the
+mean of Pearson and Spearman. Every effect is read as a per-seed paired difference against plain
+(same seed: same data order and initial head) with a paired t-test's two-sided p-value.
 
-    python benchmarks/readme_tables.py           # rewrite README.md in place
-    python benchmarks/readme_tables.py --check   # exit 1 when README.md is out of date
+Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its table:
+
+    README.md              headline      single-task runs: one row per config, GLUE score per task
+    benchmarks/README.md   full-scores   every mode, config and task: each metric, GLUE score, wall time
+                           full-paired   every mode, task and config: per-seed differences against plain
+
+    python benchmarks/readme_tables.py           # rewrite both files in place
+    python benchmarks/readme_tables.py --check   # exit 1 when either file is out of date
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from glue_small import paired_table, table, term_table  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results" / "glue_small"
-BUDGET = "_n600e2b16"
-SMART_CONFIGS = [
-    "plain",
-    "smart_noteacher",
-    "smart",
-    "smart_paperteacher",
-    "teacher_only",
-    "smart_late20",
-    "smart_teacherreplay",
-    "smart_noteacher_eps1e-3",
-    "smart_noteacher_noreplay",
-]
-METHOD_CONFIGS = [
-    "plain",
-    "fgm",
-    "fgm_eps0.3",
-    "fgm_eps0.1",
-    "fgm_eps0.01",
-    "freeat",
-    "vat",
-    "freelb",
-    "pgd",
-    "awp",
-    "grad_penalty",
-]
-# (base, other) config pairs whose per-seed differences the README reads; the first is the control:
-# R_s is inert at the paper's ε, so it shows what a mere change of the random stream does
-SMART_PAIRS = [
-    ("plain", "smart_noteacher"),
-    ("plain", "teacher_only"),
-    ("smart_noteacher", "smart"),
-    ("smart_noteacher", "smart_late20"),
-    ("smart_noteacher", "smart_teacherreplay"),
-    ("smart", "smart_teacherreplay"),
-    ("smart", "smart_paperteacher"),
-]
-BLOCKS = {
-    "smart-table": lambda: table(RESULTS, BUDGET, SMART_CONFIGS),
-    "smart-terms": lambda: term_table(RESULTS, BUDGET, SMART_CONFIGS),
-    "smart-paired": lambda: paired_table(RESULTS, BUDGET, SMART_PAIRS),
-    "methods-table": lambda: table(RESULTS, BUDGET, METHOD_CONFIGS),
-    "methods-terms": lambda: term_table(RESULTS, BUDGET, METHOD_CONFIGS),
+RESULTS = REPO / "benchmarks" / "results" / "glue_full"
+BASE = "plain"
+TASKS = ["rte", "mrpc", "cola", "stsb"]
+# task -> the dev metrics whose mean is the task's GLUE score
+GLUE_SCORE = {"rte": ["accuracy"], "mrpc": ["accuracy", "f1"], "cola": ["mcc"], "stsb": ["pearson", "spearman"]}
+TITLE = {"rte": "RTE (accuracy)", "mrpc": "MRPC (acc/F1)", "cola": "CoLA (MCC)", "stsb": "STS-B (Pearson/Spearman)"}
+EMPTY = "—"
+
+Scores = dict[tuple[str, str, str], dict[int, float]]  # (mode, config, task) -> seed -> GLUE score
+
+
+def load_records(results: Path) -> list[dict]:
+    """Every record in `results` (none when the folder does not exist yet)."""
+    return [json.loads(f.read_text(encoding="utf-8")) for f in sorted(results.glob("*.json"))]
+
+
+def task_metrics(rec: dict, task: str) -> dict[str, float] | None:
+    """The dev metrics of `task` in a record, None when the run did not report them all."""
+    dev = rec.get("result", {}).get("results", {}).get(task, {}).get("dev", {})
+    return dev if all(isinstance(dev.get(m), (int, float)) for m in GLUE_SCORE[task]) else None
+
+
+def glue_score(rec: dict, task: str) -> float | None:
+    dev = task_metrics(rec, task)
+    return None if dev is None else statistics.fmean(dev[m] for m in GLUE_SCORE[task])
+
+
+def scores(records: list[dict]) -> Scores:
+    out: Scores = {}
+    for rec in records:
+        for task in rec["tasks"]:
+            score = glue_score(rec, task) if task in GLUE_SCORE else None
+            if score is not None:
+                out.setdefault((rec["mode"], rec["config"], task), {})[rec["seed"]] = score
+    return out
+
+
+def configs_of(records: list[dict], mode: str | None = None) -> list[str]:
+    """The configs with records (of `mode` when given), plain first, then by name."""
+    names = {r["config"] for r in records if mode is None or r["mode"] == mode}
+    return sorted(names, key=lambda c: (c != BASE, c))
+
+
+def modes_of(records: list[dict]) -> list[str]:
+    return sorted({r["mode"] for r in records}, key=lambda m: (m != "single", m))
+
+
+def mean_sd(values: list[float]) -> str:
+    """'58.1 ± 1.2 (n=3)', '58.1 (n=1)' or '—'."""
+    if not values:
+        return EMPTY
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def paired(base: dict[int, float], other: dict[int, float]) -> tuple[list[int], list[float], float | None]:
+    """Seeds both have, the differences other − base seed by seed, and the paired t-test's p-value
+    (None with fewer than 2 seeds, or when every difference is the same)."""
+    seeds = sorted(set(base) & set(other))
+    diffs = [other[s] - base[s] for s in seeds]
+    if len(seeds) < 2:
+        return seeds, diffs, None
+    from scipy.stats import ttest_rel
+
+    if max(diffs) - min(diffs) <= 1e-9 * max(1.0, *map(abs, diffs)):
+        return seeds, diffs, None  # no spread: t is undefined (or round-off)
+    p = float(ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue)
+    return seeds, diffs, None if math.isnan(p) else p
+
+
+def diff_text(base: dict[int, float], other: dict[int, float]) -> str:
+    """'Δ +0.4 ± 0.5, p = 0.31 (n=3)' against plain; '' when no seed is shared."""
+    seeds, diffs, p = paired(base, other)
+    if not seeds:
+        return ""
+    if len(seeds) == 1:
+        return f"Δ {diffs[0]:+.1f} (n=1)"
+    p_text = EMPTY if p is None else f"{p:.2f}"
+    return f"Δ {statistics.fmean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}, p = {p_text} (n={len(seeds)})"
+
+
+def averages(sc: Scores, mode: str, config: str) -> dict[int, float]:
+    """seed -> mean of the four tasks' GLUE scores, for the seeds that have all four."""
+    cells = [sc.get((mode, config, t), {}) for t in TASKS]
+    seeds = set.intersection(*(set(c) for c in cells))
+    return {s: statistics.fmean(c[s] for c in cells) for s in seeds}
+
+
+def wall_text(records: list[dict], mode: str, config: str) -> str:
+    walls = [r["wall_s"] for r in records if r["mode"] == mode and r["config"] == config and "wall_s" in r]
+    return f"{statistics.fmean(walls) / 60:.1f} min" if walls else EMPTY
+
+
+def score_cell(sc: Scores, key: tuple[str, str, str], base_key: tuple[str, str, str]) -> str:
+    text = mean_sd(list(sc.get(key, {}).values()))
+    if key[1] != BASE and text != EMPTY:
+        diff = diff_text(sc.get(base_key, {}), sc[key])
+        text += f"; {diff}" if diff else ""
+    return text
+
+
+def headline_table(records: list[dict]) -> str:
+    """The README's table: single-task runs, one row per config, the GLUE score of each task."""
+    single = [r for r in records if r["mode"] == "single"]
+    sc = scores(single)
+    head = [TITLE[t] for t in TASKS]
+    lines = ["| config | " + " | ".join(head) + " | mean of 4 | wall per run |", "|---|" + "---|" * (len(TASKS) + 2)]
+    for config in configs_of(single) or [BASE]:
+        cells = [score_cell(sc, ("single", config, t), ("single", BASE, t)) for t in TASKS]
+        avg, base_avg = averages(sc, "single", config), averages(sc, "single", BASE)
+        avg_text = mean_sd(list(avg.values()))
+        if config != BASE and avg and (diff := diff_text(base_avg, avg)):
+            avg_text += f"; {diff}"
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {avg_text} | {wall_text(single, 'single', config)} |")
+    return "\n".join(lines) + "\n\n" + records_line(records)
+
+
+def records_line(records: list[dict]) -> str:
+    """One sentence saying which configs have records, and for which tasks and how many seeds."""
+    if not records:
+        return "Configs with records: none yet."
+    parts = []
+    for mode in modes_of(records):
+        for config in configs_of(records, mode):
+            recs = [r for r in records if r["mode"] == mode and r["config"] == config]
+            groups: dict[str, int] = {}
+            for r in recs:
+                groups["+".join(r["tasks"])] = groups.get("+".join(r["tasks"]), 0) + 1
+            seeds = ", ".join(f"{g} ×{n}" for g, n in sorted(groups.items()))
+            parts.append(f"{config} ({mode}: {seeds})")
+    return "Configs with records (task: seeds): " + "; ".join(parts) + "."
+
+
+def full_scores_table(records: list[dict]) -> str:
+    """Every mode, config and task: each dev metric and the GLUE score (mean ± std), and wall time."""
+    lines = ["| mode | config | task | metrics (mean ± std) | GLUE score | wall per run |", "|---|---|---|---|---|---|"]
+    sc = scores(records)
+    for mode in modes_of(records):
+        for config in configs_of(records, mode):
+            recs = [r for r in records if r["mode"] == mode and r["config"] == config]
+            for task in TASKS:
+                found = [m for r in recs if task in r["tasks"] and (m := task_metrics(r, task)) is not None]
+                if not found:
+                    continue
+                metrics = ", ".join(f"{m} {mean_sd([d[m] for d in found])}" for m in GLUE_SCORE[task])
+                score = mean_sd(list(sc.get((mode, config, task), {}).values()))
+                lines.append(f"| {mode} | {config} | {task} | {metrics} | {score} | {wall_text(recs, mode, config)} |")
+    if len(lines) == 2:
+        lines.append(f"| {EMPTY} | {EMPTY} | {EMPTY} | no records yet | {EMPTY} | {EMPTY} |")
+    return "\n".join(lines)
+
+
+def full_paired_table(records: list[dict]) -> str:
+    """Every mode, task and non-plain config: the GLUE score's differences against plain, seed by seed."""
+    lines = ["| mode | task | config − plain | per seed | mean ± std | p (paired t) |", "|---|---|---|---|---|---|"]
+    sc = scores(records)
+    for mode in modes_of(records):
+        for task in [*TASKS, "mean of 4"]:
+            for config in configs_of(records, mode):
+                if config == BASE:
+                    continue
+                if task == "mean of 4":
+                    base, other = averages(sc, mode, BASE), averages(sc, mode, config)
+                else:
+                    base, other = sc.get((mode, BASE, task), {}), sc.get((mode, config, task), {})
+                seeds, diffs, p = paired(base, other)
+                if not seeds:
+                    continue
+                per_seed = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(seeds, diffs))
+                spread = f"{statistics.fmean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+                p_text = f"{p:.2f}" if p is not None else EMPTY
+                lines.append(f"| {mode} | {task} | {config} − plain | {per_seed} | {spread or EMPTY} | {p_text} |")
+    if len(lines) == 2:
+        lines.append(
+            f"| {EMPTY} | {EMPTY} | no config with a seed shared with plain yet | {EMPTY} | {EMPTY} | {EMPTY} |"
+        )
+    return "\n".join(lines)
+
+
+# file -> block name -> table made from the records
+BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
+    "README.md": {"headline": headline_table},
+    "benchmarks/README.md": {"full-scores": full_scores_table, "full-paired": full_paired_table},
 }
 
 
-def render(readme: str) -> str:
-    for name, make in BLOCKS.items():
-        begin, end = f"<!-- table:{name} -->\n", f"<!-- /table:{name} -->"
-        head, found, rest = readme.partition(begin)
+def render(text: str, blocks: dict[str, Callable[[list[dict]], str]], records: list[dict], name: str) -> str:
+    """`text` with each named block replaced by its table."""
+    for block, make in blocks.items():
+        begin, end = f"<!-- table:{block} -->\n", f"<!-- /table:{block} -->"
+        head, found, rest = text.partition(begin)
         _, found_end, tail = rest.partition(end)
         if not (found and found_end):
-            raise SystemExit(f"README.md has no {begin.strip()} ... {end} block")
-        readme = head + begin + make() + "\n" + end + tail
-    return readme
+            raise SystemExit(f"{name} has no {begin.strip()} ... {end} block")
+        text = head + begin + make(records) + "\n" + end + tail
+    return text
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true", help="only report whether README.md is current")
+    p.add_argument("--check", action="store_true", help="only report whether both files are current")
+    p.add_argument("--results", default=str(RESULTS), help="folder of glue_full records")
     args = p.parse_args()
-    path = REPO / "README.md"
-    old = path.read_text(encoding="utf-8")
-    new = render(old)
+    records = load_records(Path(args.results))
+    stale = []
+    for name, blocks in BLOCKS.items():
+        path = REPO / name
+        old = path.read_text(encoding="utf-8")
+        new = render(old, blocks, records, name)
+        if new != old:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
     if args.check:
-        sys.exit(0 if new == old else 1)
-    path.write_text(new, encoding="utf-8")
-    print("README.md tables " + ("unchanged" if new == old else "updated"))
+        if stale:
+            print(f"stale tables in {', '.join(stale)}: run `python benchmarks/readme_tables.py`", file=sys.stderr)
+        sys.exit(1 if stale else 0)
+    print(f"tables updated in {', '.join(stale)}" if stale else "tables unchanged")
 
 
 if __name__ == "__main__":

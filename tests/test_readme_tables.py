@@ -1,16 +1,23 @@
-"""The README's accuracy tables are generated from the committed result files, never edited by hand."""
+"""The results tables are generated from the committed result files, never edited by hand."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import readme_tables as rt  # noqa: E402
 
 
 def test_readme_tables_match_the_committed_results():
     proc = subprocess.run([sys.executable, "benchmarks/readme_tables.py", "--check"], cwd=REPO)
-    assert proc.returncode == 0, "README.md tables are stale: run `python benchmarks/readme_tables.py`"
+    assert proc.returncode == 0, (
+        "README.md or benchmarks/README.md tables are stale: run `python benchmarks/readme_tables.py`"
+    )
 
 
 def _record(out: Path, config: str, seed: int, score: float) -> None:
@@ -20,7 +27,6 @@ def _record(out: Path, config: str, seed: int, score: float) -> None:
 
 
 def test_paired_table_differences_seeds_both_configs_share(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from glue_small import paired_table
 
     for seed, (base, other) in enumerate([(50.0, 48.0), (60.0, 59.0), (40.0, 37.0)], start=1):
@@ -33,3 +39,116 @@ def test_paired_table_differences_seeds_both_configs_share(tmp_path):
     assert cells[1:5] == ["single", "stsb", "smart − plain", "-2.0, -1.0, -3.0"]
     assert cells[5] == "-2.0 ± 1.0"
     assert cells[6] == "0.07"  # paired t on (-2, -1, -3): t = -3.46 with 2 df, two-sided p = 0.074
+
+
+# ------------------------------------------------------------------ full-data records (glue_full.py)
+METRICS = {"rte": ["accuracy"], "mrpc": ["accuracy", "f1"], "cola": ["mcc"], "stsb": ["pearson", "spearman"]}
+
+
+def full(config: str, seed: int, task: str, score: float, mode: str = "single", wall: float = 600.0) -> dict:
+    """A glue_full record whose task's GLUE score is `score` (MRPC/STS-B: metrics score ± 1)."""
+    values = [score] if len(METRICS[task]) == 1 else [score - 1.0, score + 1.0]
+    dev = dict(zip(METRICS[task], values))
+    return {
+        "id": f"{mode}-{task}-{config}-s{seed}_full",
+        "mode": mode,
+        "tasks": [task],
+        "config": config,
+        "seed": seed,
+        "tag": "_full",
+        "flags": [],
+        "wall_s": wall,
+        "result": {"results": {task: {"dev": dev}}},
+        "train_stats": {},
+    }
+
+
+def rows(table: str) -> dict[str, list[str]]:
+    """First cell -> the other cells, for the table's body rows."""
+    out = {}
+    for line in table.splitlines()[2:]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def test_headline_without_records_shows_plain_with_dashes():
+    table = rt.headline_table([])
+    assert rows(table)["plain"] == ["—"] * 6
+    assert table.endswith("Configs with records: none yet.")
+
+
+def test_headline_one_record_per_cell():
+    table = rt.headline_table([full("plain", 1, "rte", 60.0), full("smart", 1, "rte", 62.0)])
+    body = rows(table)
+    assert list(body) == ["plain", "smart"]
+    assert body["plain"][:2] == ["60.0 (n=1)", "—"]
+    assert body["smart"][0] == "62.0 (n=1); Δ +2.0 (n=1)"
+    assert body["smart"][4] == "—"  # the mean of 4 needs all four tasks
+    assert body["plain"][5] == "10.0 min"
+
+
+def test_headline_paired_difference_mean_of_four_and_glue_scores():
+    recs = []
+    base = {
+        "rte": [60.0, 62.0, 64.0],
+        "mrpc": [80.0, 82.0, 84.0],
+        "cola": [30.0, 32.0, 34.0],
+        "stsb": [85.0, 86.0, 87.0],
+    }
+    for task, values in base.items():
+        for seed, v in enumerate(values, start=1):
+            recs.append(full("plain", seed, task, v))
+            recs.append(full("smart", seed, task, v + [2.0, 1.0, 3.0][seed - 1], wall=1200.0))
+    recs.append(full("plain", 4, "rte", 50.0))  # no partner: in plain's mean, not in any difference
+    body = rows(rt.headline_table(recs))
+    assert list(body) == ["plain", "smart"]
+    assert body["plain"][0] == "59.0 ± 6.2 (n=4)"
+    assert body["plain"][1] == "82.0 ± 2.0 (n=3)"  # MRPC: the mean of accuracy and F1
+    # (+2, +1, +3): mean +2, std 1, paired t = 3.46 with 2 df, p = 0.074
+    assert body["smart"][0] == "64.0 ± 2.6 (n=3); Δ +2.0 ± 1.0, p = 0.07 (n=3)"
+    assert body["plain"][4] == "65.5 ± 1.8 (n=3)"  # seed 4 has RTE only
+    assert body["smart"][4].endswith("Δ +2.0 ± 1.0, p = 0.07 (n=3)")
+    assert body["smart"][5] == "20.0 min"
+
+
+def test_equal_differences_have_no_p_value():
+    recs = [full(c, s, "cola", 30.0 + s + (1.0 if c == "vat" else 0.0)) for c in ("plain", "vat") for s in (1, 2)]
+    assert rows(rt.headline_table(recs))["vat"][2].endswith("Δ +1.0 ± 0.0, p = — (n=2)")
+
+
+def test_records_line_names_configs_tasks_and_seed_counts():
+    recs = [full("plain", s, "rte", 60.0) for s in (1, 2)] + [full("smart", 1, "mrpc", 80.0)]
+    line = rt.records_line(recs)
+    assert line == "Configs with records (task: seeds): plain (single: rte ×2); smart (single: mrpc ×1)."
+
+
+def test_full_tables_cover_modes_metrics_and_pairs():
+    recs = [full(c, s, "mrpc", 80.0 + s + (c == "smart")) for c in ("plain", "smart") for s in (1, 2, 3)]
+    multi = full("plain", 1, "mrpc", 79.0, mode="multi")
+    scores = rt.full_scores_table([*recs, multi]).splitlines()[2:]
+    assert [line.split(" | ")[:2] for line in scores] == [
+        ["| single", "plain"],
+        ["| single", "smart"],
+        ["| multi", "plain"],
+    ]
+    assert scores[0].split(" | ")[3] == "accuracy 81.0 ± 1.0 (n=3), f1 83.0 ± 1.0 (n=3)"
+    paired = rt.full_paired_table([*recs, multi]).splitlines()[2:]
+    assert paired == ["| single | mrpc | smart − plain | s1 +1.0, s2 +1.0, s3 +1.0 | +1.0 ± 0.0 | — |"]
+    assert "no records yet" in rt.full_scores_table([])
+    assert "no config" in rt.full_paired_table([])
+
+
+def test_records_missing_a_metric_are_left_out():
+    rec = full("plain", 1, "mrpc", 80.0)
+    del rec["result"]["results"]["mrpc"]["dev"]["f1"]
+    assert rows(rt.headline_table([rec]))["plain"][1] == "—"
+
+
+def test_render_replaces_blocks_and_names_a_missing_one():
+    text = "a\n<!-- table:headline -->\nold\n<!-- /table:headline -->\nb\n"
+    new = rt.render(text, {"headline": lambda recs: "NEW"}, [], "X.md")
+    assert new == "a\n<!-- table:headline -->\nNEW\n<!-- /table:headline -->\nb\n"
+    with pytest.raises(SystemExit, match="X.md has no <!-- table:other -->"):
+        rt.render(text, {"other": lambda recs: ""}, [], "X.md")
