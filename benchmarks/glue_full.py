@@ -46,6 +46,21 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
+def _smart_embedding(eps: float) -> list[str]:
+    """SMART in the embedding space, ℓ∞ per token: η = ε so one step reaches the ball, σ = ε/10 inside it."""
+    return ["--smart", "--adv_space", "embedding", "--adv_eps", f"{eps:g}", "--adv_lr", f"{eps:g}",
+            "--adv_init_mag", f"{eps / 10:g}"]  # fmt: skip
+
+
+# Calibration: each method's main strength at values a factor of about 3 apart.
+for _eps in (0.03, 0.1, 0.3):
+    CONFIGS[f"smart_emb_eps{_eps:g}"] = _smart_embedding(_eps)
+for _alpha in (0.3, 1.0, 3.0):
+    CONFIGS[f"rdrop_a{_alpha:g}"] = ["--adv", "rdrop", "--adv_weight", f"{_alpha:g}"]
+for _lam in (1.0, 5.0, 20.0):
+    CONFIGS[f"sift_l{_lam:g}"] = ["--adv", "sift", "--adv_weight", f"{_lam:g}"]
+
+
 def config_flags(name: str) -> list[str]:
     if name in CONFIGS:
         return CONFIGS[name]
@@ -70,7 +85,7 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
         cmd = train_command(job, data_dir, run_dir, args.init_checkpoint, args.extra.split())
         env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
-        start = time.time()
+        start, version = time.time(), code_version()  # the code as the run starts
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"FAILED {job['id']}:\n{proc.stderr[-3000:]}", flush=True)
@@ -81,6 +96,7 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
         if args.keep_best:  # the best checkpoint, for robustness evaluation after the sweep
             shutil.copytree(Path(run_dir) / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
     record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
+    record["commit"] = version
     # machine paths out of the record: the data folder and the run's temporary folder by name
     record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +104,13 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, out_file)
     print(f"done {job['id']}: {_primary(res, job['tasks'])} ({wall}s)", flush=True)
+
+
+def code_version() -> str:
+    """The commit the run's code came from, with "+dirty" when the tracked files differed from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "mtadv", "data_utils", "train.py"], cwd=REPO)
+    return head + ("+dirty" if dirty.returncode else "")
 
 
 def jobs(tasks: list[str], configs: list[str], seeds: list[int], modes: list[str]) -> list[dict]:
