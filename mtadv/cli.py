@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from mtadv.errors import UserError
-from mtadv.signals import Interrupted
+from mtadv.signals import Interrupted, StoppedAtOnce
 
 
 def _quiet_libraries() -> None:
@@ -29,9 +29,12 @@ def guarded(fn: Callable[[], object]) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Interrupted as e:  # SIGTERM/SIGINT: a checkpoint was written; 128 + signal number
+    except (Interrupted, StoppedAtOnce) as e:  # SIGTERM/SIGINT: 128 + signal number
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # before a command knew where it writes
+        print(f"stopped: {StoppedAtOnce('nothing was written')}", file=sys.stderr)
+        return StoppedAtOnce("").exit_code
     return 0
 
 
@@ -44,8 +47,12 @@ def run_train(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         from mtadv.build import build_trainer
+        from mtadv.run_dir import describe_on_disk
 
         cfg = config_from_args(args)
-        build_trainer(cfg).train()
+        try:
+            build_trainer(cfg).train()
+        except KeyboardInterrupt:  # a Ctrl-C during start-up, or a second one during training
+            raise StoppedAtOnce(describe_on_disk(cfg.train.output_dir)) from None
 
     return guarded(go)

@@ -119,11 +119,15 @@ class AdvConfig:
         listing=_method_names,
     )
     adv_weight: float = method_opt(1.0, "weight of the adversarial term in the loss (λ)", ge=0)
-    adv_eps: float = method_opt(1e-5, "perturbation radius ε; the perturbation never leaves this ball", ge=0, inf_ok=True)
+    adv_eps: float = method_opt(
+        1e-5, "perturbation radius ε; the perturbation never leaves this ball", ge=0, inf_ok=True
+    )
     adv_lr: float = method_opt(1e-3, "ascent step size η", ge=0)
     adv_steps: int = method_opt(1, "ascent steps K", ge=0)
     adv_init_mag: float = method_opt(1e-5, "scale of the initial random perturbation (σ for SMART)", ge=0)
-    adv_norm: str = method_opt("linf", "ascent-gradient normalization and projection: linf or l2", choices=("linf", "l2"))
+    adv_norm: str = method_opt(
+        "linf", "ascent-gradient normalization and projection: linf or l2", choices=("linf", "l2")
+    )
     adv_norm_level: str = method_opt(
         "token", "where norms are taken: per token or per example", choices=("token", "example")
     )
@@ -177,7 +181,9 @@ class TeacherConfig:
     bregman_start_step: int = opt(
         0, "optimizer step at which the teacher is created (a copy of the student) and its term starts", ge=0
     )
-    bregman_ramp_steps: int = opt(0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)", ge=0)
+    bregman_ramp_steps: int = opt(
+        0, "ramp μ linearly from 0 over this many steps after the start step (0: no ramp)", ge=0
+    )
     bregman_beta_warmup: bool = opt(
         True, "use β_n = min(β, (1+n)/(10+n)) for the n-th update, so a young teacher is not a stale one (false: paper)"
     )
@@ -258,9 +264,14 @@ class RunConfig:
     adv: AdvConfig = field(default_factory=AdvConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    # AdvConfig fields the user set (CLI, --config, preset): a task whose `adv:` picks another method
-    # gets that method's defaults for every other field (adv_config_for_task).
-    adv_explicit: list[str] = field(default_factory=list)
+    # AdvConfig fields the user set (CLI, --config; not a preset's values, which are its method's
+    # defaults): a task whose `adv:` picks another method keeps only these (adv_config_for_task).
+    # None: the fields given to AdvConfig (the Python API).
+    adv_explicit: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.adv_explicit is None:
+            self.adv_explicit = sorted(self.adv.given)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,12 +290,65 @@ def _str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
 
 
+class FlagParser(argparse.ArgumentParser):
+    """argparse without prefix matching (--lr is not --lr_scheduler), with one-line errors (exit 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}{self._did_you_mean(message)}; see --help\n")
+
+    def _did_you_mean(self, message: str) -> str:
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [o for a in self._actions for o in a.option_strings]
+        unknown = [t.split("=")[0] for t in message.split(":", 1)[1].split() if t.startswith("--")]
+        close = [m[0] for u in unknown if (m := difflib.get_close_matches(u, known, n=1))]
+        return f" (did you mean {' / '.join(close)}?)" if close else ""
+
+
+def field_help(f: Field) -> str:
+    """A field's help text, with the names it accepts when they come from a registry."""
+    text = f.metadata["help"]
+    if "listing" in f.metadata:
+        text += f" (one of: {', '.join(f.metadata['listing']())})"
+    return text
+
+
+def field_default(f: Field) -> Any:
+    """The value a field takes when it is not set (an AdvConfig field: unless its method sets one)."""
+    return f.metadata.get("builtin", f.default)
+
+
+def methods_setting(name: str) -> list[str]:
+    """The registered methods that bring their own default for AdvConfig field `name`."""
+    from mtadv.adversarial import ADV_METHODS
+
+    return [m for m in ADV_METHODS.names() if name in ADV_METHODS.get(m).defaults]
+
+
+def _default_note(f: Field) -> str:
+    if "(default" in f.metadata["help"]:  # the help says what the default means
+        return ""
+    value = field_default(f)
+    shown = "''" if value == "" else value
+    own = ", or the method's own" if methods_setting(f.name) else ""
+    return f" (default: {shown}{own})"
+
+
+def _group_doc(section: type) -> str | None:
+    """The section's own docstring (first paragraph); not the signature dataclass writes without one."""
+    doc = section.__doc__ or ""
+    return None if doc.startswith(f"{section.__name__}(") else doc.split("\n\n")[0].strip()
+
+
 def add_section_flags(parser: argparse.ArgumentParser, section: type) -> None:
     hints = get_type_hints(section)
-    group = parser.add_argument_group(section.__name__, section.__doc__)
+    group = parser.add_argument_group(section.__name__, _group_doc(section))
     for f in fields(section):
         typ = hints[f.name]
-        help_text = f"{f.metadata['help']} (default: {f.default})".replace("%", "%%")  # argparse %-formats help
+        help_text = (field_help(f) + _default_note(f)).replace("%", "%%")  # argparse %-formats help
         kw: dict[str, Any] = {"help": help_text, "default": None}
         if typ is bool:
             kw.update(type=_str2bool, nargs="?", const=True, metavar="BOOL")
@@ -296,36 +360,77 @@ def add_section_flags(parser: argparse.ArgumentParser, section: type) -> None:
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = FlagParser(description=description)
     parser.add_argument("--config", help="YAML file of flag names to values; CLI flags win")
-    for name, (help, values) in PRESETS.items():
-        parser.add_argument(f"--{name}", action="store_true", help=f"{help}: {values}".replace("%", "%%"))
+    for name in PRESETS:
+        parser.add_argument(
+            f"--{name}",
+            type=_str2bool,
+            nargs="?",
+            const=True,
+            default=False,
+            metavar="BOOL",
+            help=preset_help(name).replace("%", "%%"),
+        )
     for section in SECTIONS.values():
         add_section_flags(parser, section)
     return parser
 
 
+def preset_help(name: str) -> str:
+    """A preset's help: what it is, its values, and that they are defaults of its method only."""
+    help, values = PRESETS[name]
+    settings = ", ".join(f"{k}={v}" for k, v in values.items())
+    return (
+        f"{help} ({settings}); flags you set win, and a task whose adv: names another method starts from "
+        "that method's defaults"
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Merge, lowest priority first: defaults, preset flags (e.g. --smart), --config YAML, CLI."""
+    """Merge, lowest priority first: defaults, preset flags (e.g. --smart), --config YAML, CLI.
+
+    A preset's values are defaults of the preset's method, not settings the user made: a task whose
+    `adv:` names another method does not inherit them (adv_config_for_task).
+    """
+    given = _read_config_file(args.config) if args.config else {}
+    given.update({k: v for k, v in vars(args).items() if v is not None and k in _all_field_names()})
+    values = {**_preset_values(args, given.get("adv")), **given}
+    return _build(values, explicit=sorted(k for k in given if k in ADV_FIELDS))
+
+
+def _preset_values(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
+    """The chosen presets' values; a preset and another method (--adv, --config, a second preset) contradict."""
     values: dict[str, Any] = {}
     for name, (_, preset) in PRESETS.items():
-        if getattr(args, name, False):
-            values.update(preset)
-    if args.config:
-        values.update(_read_config_file(args.config))
-    values.update({k: v for k, v in vars(args).items() if v is not None and k in _all_field_names()})
-    explicit = sorted(k for k in values if k in ADV_FIELDS)
-    values = {**method_defaults(values.get("adv", "none")), **values}
-    cfg = _build(values)
-    cfg.adv_explicit = explicit
-    return cfg
+        if not getattr(args, name, False):
+            continue
+        other = method or values.get("adv")
+        if other is not None and other != preset["adv"]:
+            raise ConfigError(
+                f"selects --adv {preset['adv']}, which contradicts --adv {other}; pass only one of them "
+                f"(another method with the Bregman teacher: --adv {other} --bregman_mu 1)",
+                field=f"--{name}",
+            )
+        values.update(preset)
+    return values
 
 
 def method_defaults(method: str) -> dict[str, Any]:
     """A registered method's own defaults (`Regularizer.defaults`); {} for 'none' and unknown names."""
+    if method == "none":
+        return {}
     from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
 
     return dict(ADV_METHODS.get(method).defaults) if method in ADV_METHODS else {}
+
+
+def adv_defaults(method: str) -> dict[str, Any]:
+    """Every AdvConfig field's value when unset: the method's own default, else the built-in one.
+
+    The one place method defaults are resolved (AdvConfig.__post_init__), whatever built the config."""
+    builtin = {f.name: f.metadata["builtin"] for f in fields(AdvConfig) if "builtin" in f.metadata}
+    return {**builtin, **method_defaults(method)}
 
 
 def _all_field_names() -> dict[str, str]:
@@ -346,13 +451,56 @@ def _read_config_file(path: str) -> dict[str, Any]:
     return raw
 
 
-def _build(values: dict[str, Any]) -> RunConfig:
+def _build(values: dict[str, Any], explicit: list[str]) -> RunConfig:
     owner = _all_field_names()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for k, v in values.items():
         hints = get_type_hints(SECTIONS[owner[k]])
         per_section[owner[k]][k] = coerce(v, hints[k], f"--{k}")
-    return RunConfig(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()})
+    return RunConfig(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()}, adv_explicit=explicit)
+
+
+# ---------------------------------------------------------------- ranges and normalization
+_BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
+def range_text(meta: Any) -> str:
+    """'>= 1', 'in [0, 1)', ... from a field's ge/gt/le/lt metadata ('' when it declares none)."""
+    low = next((k for k in ("ge", "gt") if k in meta), None)
+    high = next((k for k in ("le", "lt") if k in meta), None)
+    if low and high:
+        return f"in {'[' if low == 'ge' else '('}{meta[low]}, {meta[high]}{']' if high == 'le' else ')'}"
+    key = low or high
+    return f"{_BOUNDS[key][1]} {meta[key]}" if key else ""
+
+
+def range_problem(value: Any, meta: Any) -> str | None:
+    """Why a numeric value is outside its field's declared range; None when it is inside (or not a number)."""
+    bounds = range_text(meta)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds:
+        return None
+    finite = math.isfinite(value) or (value == math.inf and meta.get("inf_ok", False))
+    if finite and all(cmp(value, meta[k]) for k, (cmp, _) in _BOUNDS.items() if k in meta):
+        return None
+    return f"{value!r} is out of range; pass a value {bounds}"
+
+
+def check_ranges(section: Any, *, file: str | None = None, task: str | None = None, prefix: str = "--") -> None:
+    """Every numeric field of a config section within its declared range, else a ConfigError naming it."""
+    for f in fields(section):
+        problem = range_problem(getattr(section, f.name), f.metadata)
+        if problem:
+            raise ConfigError(problem, file=file, task=task, field=f"{prefix}{f.name}")
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Every flag's range checked, --tasks without blanks, --data_dir absolute (the checkpoint records it,
+    and predict.py may run elsewhere): the config a run is built from and identified by."""
+    for name in SECTIONS:
+        check_ranges(getattr(cfg, name))
+    tasks = ",".join(t.strip() for t in cfg.train.tasks.split(",") if t.strip())
+    train = dataclasses.replace(cfg.train, tasks=tasks, data_dir=os.path.abspath(cfg.train.data_dir))
+    return dataclasses.replace(cfg, train=train)
 
 
 def coerce(value: Any, want: type, where: str, file: str | None = None, task: str | None = None) -> Any:
@@ -375,10 +523,10 @@ def coerce(value: Any, want: type, where: str, file: str | None = None, task: st
 def adv_config_for_task(
     base: AdvConfig, overrides: dict[str, Any], task: str, file: str, explicit: Iterable[str] = ()
 ) -> AdvConfig:
-    """The CLI's adversarial settings with the task definition's `adv:` values on top.
+    """The CLI's adversarial settings with the task definition's `adv:` values on top, range-checked.
 
-    When `adv:` picks a method other than the CLI's, the fields the user did not set (`explicit`
-    names those set) restart from the built-in defaults plus that method's own defaults.
+    When `adv:` picks a method other than the CLI's, the task starts from that method's defaults plus
+    the fields the user set (`explicit`: CLI and --config, not a preset's values) and its own `adv:`.
     """
     renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
     unknown = sorted(set(renamed) - ADV_FIELDS)
@@ -388,7 +536,9 @@ def adv_config_for_task(
         )
     hints = get_type_hints(AdvConfig)
     typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}
-    method = typed.get("adv", base.adv)
-    if method != base.adv:
-        base = AdvConfig(**{**method_defaults(method), **{k: getattr(base, k) for k in explicit}})
-    return dataclasses.replace(base, **typed)
+    if typed.get("adv", base.adv) != base.adv:
+        adv = AdvConfig(**{**{k: getattr(base, k) for k in explicit if k != "adv"}, **typed})
+    else:
+        adv = dataclasses.replace(base, **typed)
+    check_ranges(adv, file=file, task=task, prefix="adv.")
+    return adv

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -38,11 +39,13 @@ from data_utils.submission import (
 from data_utils.tokenize import default_cache_dir, tokenize_split
 from mtadv.build import source_key
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
-from mtadv.config import opt
+from mtadv.config import check_ranges, opt
 from mtadv.errors import ConfigError, UserError
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.model import MultiTaskModel
+from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
+from mtadv.teacher import BregmanTeacher
 from mtadv.trainer import _autocast_dtype
 
 FROM_CHECKPOINT = "checkpoint"
@@ -57,7 +60,7 @@ class PredictConfig:
     tasks: str = opt("", "comma-separated tasks (empty: every task the checkpoint has a head for, ax included)")
     data_dir: str = opt("", "root of the task files (empty: the --data_dir the checkpoint was trained with)")
     output_dir: str = opt("submission", "where the files go (created; existing files of the same name replaced)")
-    batch_size: int = opt(0, "examples per batch (0: the run's --eval_batch_size, as training evaluated)")
+    batch_size: int = opt(0, "examples per batch (0: the run's --eval_batch_size, as training evaluated)", ge=0)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     precision: str = opt(
         FROM_CHECKPOINT,
@@ -65,9 +68,15 @@ class PredictConfig:
         choices=(FROM_CHECKPOINT, "auto", "fp32", "bf16", "fp16"),
     )
     max_eval_samples: int = opt(
-        -1, "cap examples per dev split (-1: the run's --max_eval_samples, so metrics match results.json; 0: all)"
+        -1,
+        "cap examples per dev split (-1: the run's --max_eval_samples, so metrics match results.json; 0: all)",
+        ge=-1,
     )
-    use_teacher: bool = opt(False, "predict with the EMA teacher saved in the checkpoint's teacher/ folder")
+    use_teacher: bool = opt(
+        False,
+        "predict with the EMA teacher: the checkpoint's teacher/ folder (best/), or the teacher kept in a "
+        "checkpoint-<step>/'s training state",
+    )
     progress: bool = opt(True, "show progress bars")
     cache_dir: str = opt("", "tokenization cache (empty: $MTADV_CACHE or ~/.cache/mtadv)")
 
@@ -95,6 +104,9 @@ def config_from_namespace(values: dict[str, Any]) -> PredictConfig:
 
 def run_predict(cfg: PredictConfig) -> list[str]:
     """Check, predict, build, validate, write. Returns the written paths."""
+    check_ranges(cfg)
+    if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+        raise UserError(f"--output_dir {cfg.output_dir} is a file, not a directory; pass a directory path")
     if not cfg.progress:
         datasets.disable_progress_bars()
     model, tokenizer, task_defs, run_config = load_model(cfg)
@@ -115,15 +127,20 @@ def load_model(cfg: PredictConfig) -> tuple[MultiTaskModel, Any, dict[str, TaskD
         raise UserError("--checkpoint is required: the run's best/ directory, e.g. runs/glue/best")
     if not os.path.isdir(cfg.checkpoint):
         raise UserError(f"--checkpoint {cfg.checkpoint}: no such directory; pass the run's best/ directory")
-    directory = cfg.checkpoint
-    if cfg.use_teacher:
-        directory = os.path.join(cfg.checkpoint, TEACHER_DIR)
-        if not os.path.isdir(directory):
-            raise UserError(
-                f"--use_teacher: {cfg.checkpoint} has no EMA teacher ({TEACHER_DIR}/ is missing); it is saved only "
-                "by runs trained with the Bregman teacher (--smart). Drop --use_teacher to predict with the student."
-            )
-    return load_checkpoint(directory)
+    if not cfg.use_teacher:
+        return load_checkpoint(cfg.checkpoint)
+    if os.path.isdir(os.path.join(cfg.checkpoint, TEACHER_DIR)):
+        return load_checkpoint(os.path.join(cfg.checkpoint, TEACHER_DIR))
+    state = regularizer_state(Path(cfg.checkpoint), BregmanTeacher.name)  # a checkpoint-<step>/
+    if not state:
+        raise UserError(
+            f"--use_teacher: {cfg.checkpoint} has no EMA teacher ({TEACHER_DIR}/ is missing); it is saved only "
+            "by runs trained with the Bregman teacher (--smart), once it has started. Drop --use_teacher to predict "
+            "with the student."
+        )
+    model, tokenizer, tasks, run_config = load_checkpoint(cfg.checkpoint)
+    model.load_state_dict(BregmanTeacher.weights_from_state(state))
+    return model, tokenizer, tasks, run_config
 
 
 def select_prediction_tasks(model: MultiTaskModel, task_defs: dict[str, TaskDef], cfg: PredictConfig) -> list[TaskDef]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from mtadv.cli import _quiet_libraries, guarded
-from mtadv.config import add_section_flags
+from mtadv.config import FlagParser, add_section_flags
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
     from mtadv.predict import PredictConfig
 
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         description="GLUE leaderboard files (--split test) or dev metrics (--split dev) from an mtadv checkpoint."
     )
     add_section_flags(parser, PredictConfig)

@@ -41,6 +41,7 @@ OPERATIONAL = {
     "max_skipped_steps",
     "trust_remote_code",
 }
+PATHS = {"data_dir"}  # stored absolute (check_config), so a checkpoint is usable from any directory
 
 
 def run_identity(cfg: RunConfig, task_names: list[str]) -> dict[str, dict[str, Any]]:
@@ -84,6 +85,7 @@ def holds_run(output_dir: Path) -> bool:
 def plan_output_dir(cfg: RunConfig, task_names: list[str]) -> tuple[Path | None, bool]:
     """(checkpoint to resume from or None, whether to clear the directory first). Reads only."""
     tc, out = cfg.train, Path(cfg.train.output_dir)
+    _check_is_a_directory(out)
     if not holds_run(out):
         if tc.resume:
             raise UserError(f"--resume: --output_dir {out} holds no run to resume; drop --resume to start one")
@@ -100,6 +102,27 @@ def plan_output_dir(cfg: RunConfig, task_names: list[str]) -> tuple[Path | None,
             "drop --resume to start it over"
         )
     return ckpt, ckpt is None  # the same run without a checkpoint starts over
+
+
+def _check_is_a_directory(out: Path) -> None:
+    """--output_dir (and every existing folder above it) must be a directory, not a file."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            where = "is" if p == out else f"is inside {p}, which is"
+            raise UserError(f"--output_dir {out} {where} a file, not a directory; pass a directory path")
+        if p.exists():
+            return
+
+
+def describe_on_disk(output_dir: str | Path) -> str:
+    """What a run stopped at once (a second Ctrl-C, a Ctrl-C during start-up) leaves in its output dir."""
+    out = Path(output_dir)
+    last = latest_checkpoint(out)
+    if last is not None:
+        return f"the newest complete checkpoint is {last}; rerun the same command to resume from it"
+    if holds_run(out):
+        return f"{out} holds this run's settings but no checkpoint yet; rerun the same command to start it over"
+    return f"nothing was written to {out}"
 
 
 def _check_same_run(out: Path, identity: dict, resume: bool) -> None:
@@ -128,6 +151,8 @@ def config_diff(stored: dict, current: dict) -> list[str]:
         for key, value in values.items():
             if key in OPERATIONAL or key not in old:
                 continue  # a flag added since that run was written cannot have been set by it
+            if key in PATHS and os.path.abspath(old[key]) == value:
+                continue  # written relative (older versions): the same folder when rerun from the same place
             if old[key] != value:
                 diff.append(f"--{key}: {old[key]!r} there, {value!r} here")
     return diff

@@ -73,3 +73,60 @@ def test_explicit_set_survives_a_saved_config_and_stays_out_of_the_identity():
     assert RunConfig.from_dict(cfg.to_dict()).adv_explicit == ["adv", "adv_eps"]
     assert "adv_explicit" not in run_identity(cfg, ["rte"])
     assert method_defaults("none") == {} and method_defaults("no-such-method") == {}
+
+
+# ---------------------------------------------------------------- every entry point resolves them
+
+
+@pytest.mark.parametrize("name", WITH_DEFAULTS)
+def test_the_python_api_and_a_config_file_get_the_methods_defaults(name, tmp_path):
+    assert AdvConfig(adv=name) == cfg_of("--adv", name).adv  # not SMART's built-in values
+    (tmp_path / "run.yml").write_text(f"adv: {name}\n")
+    assert cfg_of("--config", str(tmp_path / "run.yml")).adv == AdvConfig(adv=name)
+
+
+def test_build_regularizers_from_the_python_api_runs_freelb_at_its_defaults():
+    from conftest import GLUE_YAML
+
+    from mtadv.adversarial import build_regularizers
+    from mtadv.taskdef import load_task_defs
+
+    tasks = {t: d for t, d in load_task_defs(GLUE_YAML).items() if t == "rte"}
+    (reg,) = build_regularizers(RunConfig(adv=AdvConfig(adv="freelb")), tasks)["rte"]
+    assert (reg.cfg.adv_steps, reg.cfg.adv_lr) == (ADV_METHODS.get("freelb").defaults["adv_steps"], 0.1)
+
+
+def test_a_presets_values_are_defaults_of_its_method_only():
+    smart = cfg_of("--smart")
+    assert smart.adv_explicit == [] and (smart.adv.adv, smart.adv.bregman_mu) == ("smart", 1.0)
+    freelb = adv_config_for_task(smart.adv, {"method": "freelb"}, "rte", "t.yml", smart.adv_explicit)
+    assert freelb == AdvConfig(adv="freelb")  # FreeLB's own K, η, σ; no teacher term either
+    assert freelb.adv_steps == ADV_METHODS.get("freelb").defaults["adv_steps"] and freelb.bregman_mu == 0.0
+    lr = cfg_of("--smart", "--adv_lr", "0.05")  # what the user set still reaches the task
+    assert adv_config_for_task(lr.adv, {"method": "freelb"}, "rte", "t.yml", lr.adv_explicit).adv_lr == 0.05
+
+
+@pytest.mark.parametrize("argv", [["--smart", "--adv", "fgm"], ["--smart", "--alum"]], ids=["adv", "two-presets"])
+def test_a_preset_and_another_method_contradict(argv):
+    from mtadv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="contradicts"):
+        cfg_of(*argv)
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["--smart"], ["--adv", "freelb", "--adv_lr", "0.2"]], ids=["plain", "smart", "freelb"]
+)
+def test_a_saved_config_is_its_resolved_values(argv):
+    """run_config.json round-trips to the same values and identity: resume and reruns match."""
+    cfg = cfg_of(*argv)
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg and run_identity(again, ["rte"]) == run_identity(cfg, ["rte"])
+
+
+def test_a_tasks_own_adv_values_are_range_checked():
+    from mtadv.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        adv_config_for_task(AdvConfig(), {"method": "fgm", "adv_eps": -1}, "rte", "t.yml")
+    assert str(info.value) == "t.yml: task 'rte': adv.adv_eps: -1.0 is out of range; pass a value >= 0"

@@ -20,7 +20,7 @@ from data_utils.tokenize import tokenize_split
 from mtadv.build import build_trainer
 from mtadv.checkpoint import load_checkpoint
 from mtadv.cli import run_train
-from mtadv.config import RunConfig, TrainConfig
+from mtadv.config import RunConfig, TrainConfig, check_config
 from mtadv.evaluate import predict_split
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,8 @@ def test_checkpoint_reloads_to_identical_predictions(tiny_encoder, tmp_path):
     best = tmp_path / "run" / "best"
 
     model, tokenizer, tasks, run_config = load_checkpoint(str(best))
-    assert run_config == cfg.to_dict() and {"rte", "stsb"} <= set(tasks)
+    assert run_config == check_config(cfg).to_dict() and {"rte", "stsb"} <= set(tasks)  # data_dir made absolute
+    assert os.path.isabs(run_config["train"]["data_dir"])
     assert model.task_to_head == {"rte": "rte", "stsb": "stsb"}
     for (task, split), data in trainer.eval_splits.items():
         again = tokenize_split(data.raw, tokenizer, cfg.train.max_seq_len, str(tmp_path / "c2"), (task, split))
