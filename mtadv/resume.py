@@ -10,7 +10,9 @@
             regularizers-rank<r>.json/.safetensors
                                            every task's Regularizer.state_dict() (EMA teacher,
                                            FreeAT's carried perturbation, ...): rank 0 always,
-                                           another rank only where its state differs from rank 0's
+                                           another rank only where its state differs from rank 0's.
+                                           The EMA teacher is stored here only: a training checkpoint
+                                           has no teacher/ folder (best/ has; `regularizer_state`)
 
 Nested state (dicts, lists, tuples, numbers, strings, None, tensors) is stored as a JSON skeleton
 plus one safetensors file, so no checkpoint file written here needs pickle to be read.
@@ -140,7 +142,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 def rank_local_state(trainer) -> dict[str, Packed]:
     """What differs between DDP ranks: RNG streams and (possibly) regularizer state."""
     unique, layout = _unique_regularizers(trainer.regularizers)
-    regs = {"states": [r.state_dict() for r in unique], "tasks": layout}
+    regs = {"states": [r.state_dict() for r in unique], "tasks": layout, "names": [r.name for r in unique]}
     return {"rng": pack(capture_rng(trainer.device)), "regularizers": pack(regs)}
 
 
@@ -236,6 +238,16 @@ def load_training_state(trainer, checkpoint: Path) -> None:
             "differ, so it is not bit-identical to an uninterrupted run"
         )
     restore_rng(unpack(read_packed(d, _rank_stem(d, "rng", trainer.rank))))
+
+
+def regularizer_state(checkpoint: Path, name: str) -> dict[str, Any] | None:
+    """Rank 0's state of the regularizer called `name` in a training checkpoint (None: no such state)."""
+    d = checkpoint / STATE_DIR
+    if not (d / "regularizers-rank0.json").is_file():
+        return None
+    saved = unpack(read_packed(d, "regularizers-rank0"))
+    names = saved.get("names", [])
+    return saved["states"][names.index(name)] if name in names else None
 
 
 def _rank_stem(d: Path, kind: str, rank: int) -> str:

@@ -12,15 +12,16 @@ per task (`bregman_mu`, overridable in a task's `adv:`). The teacher adds one fo
 by default (`bregman_replay_dropout`) the teacher runs with the same dropout masks, replayed from the
 clean forward's RNG state: a teacher equal to the student then gives exactly 0 and the term is the
 teacher's lag alone. With `bregman_replay_dropout false` the teacher runs in eval mode (no dropout,
-cheaper), and the term also holds the student's dropout noise, which measurably hurt STS-B (README,
-"What the teacher's term is made of"). The averaging is
-`torch.optim.swa_utils.AveragedModel` with `get_ema_multi_avg_fn(β)`, buffers included.
+cheaper), and the term also holds the student's dropout noise. The averaging is
+`torch.optim.swa_utils.AveragedModel`, buffers included, with `ema_with_warmup(β)` (β_n =
+min(β, (1+n)/(10+n)); `bregman_beta_warmup false`: the paper's constant β via
+`get_ema_multi_avg_fn(β)`).
 
-Paper settings: μ = 1, β = 0.99 (flags --bregman_mu, --bregman_beta). Our default start differs
-(--bregman_start_step, --bregman_ramp_steps; see README section "SMART"): a teacher whose task
-head is freshly initialized predicts near-uniformly, and μ = 1 from step 0 pulls the student
-toward that. Starting the teacher later means it is (re)initialized to the student at the start
-step, then averaged from there.
+Paper settings: μ = 1, β = 0.99 (flags --bregman_mu, --bregman_beta); the teacher starts at step 0
+as in the paper. --bregman_start_step and --bregman_ramp_steps start it later or ramp μ in: a
+teacher whose task head is freshly initialized predicts near-uniformly, and μ = 1 from step 0
+pulls the student toward that. A later start (re)initializes the teacher to the student at the
+start step, then averages from there.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ class BregmanTeacher(Regularizer):
             self._pending = None
 
     # ------------------------------------------------------------ checkpoints
+    @staticmethod
+    def weights_from_state(state: dict[str, Any]) -> dict[str, Tensor]:
+        """The teacher's MultiTaskModel state_dict from a saved `state_dict()` (AveragedModel keys)."""
+        return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+
     def state_dict(self) -> dict[str, Any]:
         if self.averaged is None:
             return dict(self._pending or {})

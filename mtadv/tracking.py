@@ -18,8 +18,15 @@ class RunTracker:
     def __init__(self, output_dir: str, enabled: bool = True, purge_step: int | None = None) -> None:
         self.enabled = enabled
         self.output_dir = output_dir
-        self.writer = SummaryWriter(os.path.join(output_dir, "tb"), purge_step=purge_step) if enabled else None
+        self._purge_step = purge_step
+        self._writer: SummaryWriter | None = None  # created at the first scalar: a run with nothing to log adds no file
         self._history = open(os.path.join(output_dir, "history.jsonl"), "a") if enabled else None
+
+    @property
+    def writer(self) -> SummaryWriter:
+        if self._writer is None:
+            self._writer = SummaryWriter(os.path.join(self.output_dir, "tb"), purge_step=self._purge_step)
+        return self._writer
 
     def scalars(self, step: int, values: dict[str, float], kind: str = "train") -> None:
         if not self.enabled:
@@ -47,7 +54,8 @@ class RunTracker:
 
     def close(self) -> None:
         if self.enabled:
-            self.writer.close()
+            if self._writer is not None:
+                self._writer.close()
             self._history.close()
 
 

@@ -12,6 +12,7 @@ One optimizer step, top to bottom:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import time
@@ -64,6 +65,7 @@ class TrainState:
     last_eval_step: int = -1
     last_results: Results = field(default_factory=dict)  # the latest evaluation ('final' in results.json)
     last_teacher_results: Results = field(default_factory=dict)
+    train_seconds: float = 0.0  # wall-clock seconds of training up to this state, summed over resumes
 
 
 class PlanDataset(Dataset):
@@ -128,7 +130,7 @@ class Trainer:
         self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.state = TrainState()
-        self._examples_at_start = 0  # set when train() starts: a resumed run's speed counts that session only
+        self._session_start = (time.perf_counter(), 0.0)  # (clock, train_seconds) when train() started
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
         self.spaces = {t: get_space(_task_space(regularizers.get(t, []))) for t in tasks}
 
@@ -144,8 +146,10 @@ class Trainer:
         # from_pretrained returns the encoder in eval mode: without this, encoder dropout stayed off
         # until the first evaluation switched the model back to train mode
         self.model.train()
-        start, bar = time.perf_counter(), self._progress_bar()
-        self._examples_at_start = self.state.examples_seen
+        if self._already_finished():  # a rerun of a finished command: its results stay as they are
+            return self._finished_results()
+        bar = self._progress_bar()
+        self._session_start = (time.perf_counter(), self.state.train_seconds)  # seconds accumulate across resumes
         # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop; the bar ends its line on errors
         with StopOnSignal() as stop, bar:
             while self.state.step < self.total_steps:
@@ -173,7 +177,7 @@ class Trainer:
             if self._last_eval_step != self.state.step:
                 self._evaluate_and_keep_best()
             self.save_training_checkpoint()  # the final state: a finished run resumes straight to its results
-        return self._finish(time.perf_counter() - start)
+        return self._finish()
 
     def replay_counts(self, group: list[tuple[str, dict[str, Tensor]]]) -> list[int]:
         """Optimizer steps for each micro-batch of a group: the largest `replays` among its task's regularizers
@@ -412,7 +416,11 @@ class Trainer:
 
     def _save(self, name: str, extra: Callable[[Path], None] | None) -> None:
         teacher = self.teacher_model()
+        self.state.train_seconds = self._elapsed()  # what a resume continues counting from
 
+        # The teacher is stored once: a training checkpoint (extra writes training_state/) keeps it in its
+        # regularizer state, which predict.py --use_teacher reads; best/ gets teacher/, a checkpoint of its own.
+        with_teacher = teacher is not None and extra is None
         def write_teacher(tmp) -> None:  # <checkpoint>/teacher/: a complete checkpoint of its own
             save_checkpoint(tmp / TEACHER_DIR, teacher, self.tokenizer, self.task_def_text, self.cfg.to_dict())
 
@@ -422,17 +430,40 @@ class Trainer:
             self.tokenizer,
             self.task_def_text,
             self.cfg.to_dict(),
-            extra=chain_writers(write_teacher if teacher is not None else None, extra),
+            extra=chain_writers(write_teacher if with_teacher else None, extra),
         )
 
-    def _finish(self, seconds: float) -> dict[str, Any]:
+    def _elapsed(self) -> float:
+        """Training seconds so far: those of earlier sessions (from the checkpoint) plus this one's."""
+        clock, before = self._session_start
+        return before + time.perf_counter() - clock
+
+    def _results_path(self) -> Path:
+        return Path(self.tracker.output_dir) / "results.json"
+
+    def _already_finished(self) -> bool:
+        """Resumed from the final checkpoint, with its results.json written: nothing is left to do."""
+        done = self.state.step >= self.total_steps and self._results_path().is_file()
+        return distributed.all_ranks(done)
+
+    def _finished_results(self) -> dict[str, Any]:
+        if self.rank == 0:
+            print(
+                f"{self.tracker.output_dir} holds this run, finished ({self.state.step} of {self.total_steps} steps): "
+                "results.json, best/ and the checkpoints are left as they are. To train again, pass a new "
+                "--output_dir or --overwrite_output_dir"
+            )
+        return json.loads(self._results_path().read_text())
+
+    def _finish(self) -> dict[str, Any]:
         s = self.state
         run = {
+        seconds = s.train_seconds = self._elapsed()
             "steps": s.step,
             # a run that ends on an epoch's last batch stops before the epoch counter moves on
             "epochs_completed": s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch),
-            "seconds": round(seconds, 2),
-            "train_examples_per_second": round((s.examples_seen - self._examples_at_start) / max(seconds, 1e-9), 2),
+            "seconds": round(seconds, 2),  # summed over resumes, like the examples
+            "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
             "skipped_steps": s.skipped_steps,
             "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()},
         }
