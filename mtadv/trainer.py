@@ -415,12 +415,12 @@ class Trainer:
             ) from None
 
     def _save(self, name: str, extra: Callable[[Path], None] | None) -> None:
-        teacher = self.teacher_model()
         self.state.train_seconds = self._elapsed()  # what a resume continues counting from
-
+        teacher = self.teacher_model()
         # The teacher is stored once: a training checkpoint (extra writes training_state/) keeps it in its
         # regularizer state, which predict.py --use_teacher reads; best/ gets teacher/, a checkpoint of its own.
         with_teacher = teacher is not None and extra is None
+
         def write_teacher(tmp) -> None:  # <checkpoint>/teacher/: a complete checkpoint of its own
             save_checkpoint(tmp / TEACHER_DIR, teacher, self.tokenizer, self.task_def_text, self.cfg.to_dict())
 
@@ -457,8 +457,8 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         s = self.state
-        run = {
         seconds = s.train_seconds = self._elapsed()
+        run = {
             "steps": s.step,
             # a run that ends on an epoch's last batch stops before the epoch counter moves on
             "epochs_completed": s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch),
