@@ -3,7 +3,7 @@
     python predict.py --checkpoint runs/glue/best --data_dir glue_data --output_dir submission/
     python predict.py --checkpoint runs/glue/best --split dev --output_dir runs/glue/dev_predictions
 
-Run `python predict.py --help` for every flag; README.md documents them and the file formats.
+Run `python predict.py --help` for every flag; docs/predict.md documents them and the file formats.
 """
 
 from __future__ import annotations

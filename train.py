@@ -3,7 +3,7 @@
     python train.py --task_def task_defs/glue.yml --tasks rte,mrpc --data_dir glue_data \
         --init_checkpoint bert-base-uncased --output_dir runs/glue [--smart]
 
-Run `python train.py --help` for every flag; README.md documents them.
+Run `python train.py --help` for every flag; docs/cli.md documents them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Typed run configuration: dataclass sections, flat CLI flags, optional YAML file.
 
 Every field of every section is one `--flag` (names are unique across sections), documented
-by its `help` metadata, so `--help`, the README and the code cannot drift apart. A YAML file
+by its `help` metadata, so `--help`, docs/cli.md and the code cannot drift apart. A YAML file
 given with `--config` sets the same names; CLI flags win; unknown keys are errors.
 Per-task overrides of `AdvConfig` fields live in the task definition's `adv:` mapping.
 Numeric fields declare their range in the metadata (ge/gt/le/lt); `check_config` checks them all.
@@ -201,7 +201,7 @@ class TeacherConfig:
 
 @dataclass
 class MLMConfig:
-    """Masked-LM tasks (task type mlm): masking and the held-out split (see README, ALUM)."""
+    """Masked-LM tasks (task type mlm): masking and the held-out split (docs/methods/alum.md)."""
 
     mlm_probability: float = opt(
         0.15,
@@ -242,7 +242,7 @@ PRESETS["smart"] = (
     },
 )
 
-# ALUM (Liu et al., 2020, arXiv:2004.08994), continued MLM pretraining; sources in README section "ALUM".
+# ALUM (Liu et al., 2020, arXiv:2004.08994), continued MLM pretraining; sources in docs/methods/alum.md.
 # For fine-tuning the paper uses α = 1: add --adv_weight 1.
 PRESETS["alum"] = (
     "ALUM adversarial MLM pretraining with the paper's pretraining settings",
