@@ -7,7 +7,8 @@ Layout of a checkpoint directory:
     mtadv.json                       task -> head map, head types and widths, format version
     task_defs.yml                    the task definitions the model was trained with
     run_config.json                  the resolved run configuration
-    teacher/                         (runs with an EMA teacher) the teacher, a complete checkpoint itself
+    teacher/                         (best/ of runs with an EMA teacher) the teacher, a complete checkpoint
+                                     itself; a checkpoint-<step>/ keeps it in training_state/ instead
 
 Writes go to a temporary sibling directory which is fsynced and then renamed into place, so a
 crash mid-save leaves the previous checkpoint intact.
@@ -34,8 +35,8 @@ from mtadv.taskdef import TaskDef
 
 FORMAT_VERSION = 1
 META_FILE, HEADS_FILE, TASKDEF_FILE, RUNCFG_FILE = "mtadv.json", "heads.safetensors", "task_defs.yml", "run_config.json"
-# The EMA teacher, when a run has one, is saved inside the checkpoint as this subdirectory, itself
-# a complete checkpoint directory (load_checkpoint(<ckpt>/teacher) loads it; predict.py --use_teacher).
+# The EMA teacher, when a run has one, is saved inside best/ as this subdirectory, itself a complete
+# checkpoint directory (load_checkpoint(<ckpt>/teacher) loads it; predict.py --use_teacher).
 TEACHER_DIR = "teacher"
 
 
