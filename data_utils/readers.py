@@ -112,9 +112,16 @@ def _getter(row: Any, lineno: int, err) -> Callable[[str | int], Any]:
         try:
             return row[col]
         except (KeyError, IndexError):
-            raise err(lineno, f"row has no column {col!r}") from None
+            raise err(lineno, f"row has no column {col!r}; {_columns_of(row)}") from None
 
     return get
+
+
+def _columns_of(row: Any) -> str:
+    """What the file has: its header's (or record's) names, or its number of columns."""
+    if isinstance(row, dict):
+        return f"its columns are {list(row)}; fix 'columns' in the task definition"
+    return f"it has {len(row)} columns (indices 0-{len(row) - 1}); fix 'columns' or 'header' in the task definition"
 
 
 def _label(task: TaskDef, raw: Any, err) -> int | float:

@@ -182,3 +182,13 @@ def test_regression_label_must_be_a_finite_number(tmp_path, bad):
         read_split(load_task_defs(tmp_path / "tasks.yml")["sim"], "train", str(tmp_path))
     assert f"{tmp_path / 't.tsv'}:3" in str(info.value) and "splits.train.label" in str(info.value)
     assert "number" in str(info.value)
+
+
+def test_a_missing_column_names_the_columns_the_file_has(tmp_path):
+    (tmp_path / "train.csv").write_text("sentence,polarity\nfine,1\n", encoding="utf-8")
+    spec = {"type": "classification", "labels": ["0", "1"]}
+    spec["splits"] = {"train": {"path": "train.csv", "columns": {"text_a": "text", "label": "polarity"}}}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump({"tasks": {"t": spec}}), encoding="utf-8")
+    task = load_task_defs(tmp_path / "t.yml")["t"]
+    with pytest.raises(ConfigError, match=r"no column 'text'; its columns are \['sentence', 'polarity'\]"):
+        read_split(task, "train", str(tmp_path))
