@@ -102,6 +102,9 @@ class TrainConfig:
     max_skipped_steps: int = opt(
         25, "stop after this many optimizer steps in a row skipped for a NaN/inf loss or gradient (0: never)", ge=0
     )
+    eval_attack: str = opt(
+        "", "robustness attacks scored at every evaluation, comma-separated (pgd, typo; settings: --attack_*)"
+    )
 
 
 @dataclass
@@ -220,8 +223,25 @@ class MLMConfig:
     )
 
 
+@dataclass
+class AttackConfig:
+    """Settings of the robustness attacks (train.py --eval_attack, predict.py --attack; docs/robustness.md)."""
+
+    attack_eps: float = opt(
+        0.1, "pgd: radius ε in --attack_space's units (embedding: relative to each token's RMS)", ge=0
+    )
+    attack_steps: int = opt(5, "pgd: ascent steps K", ge=0)
+    attack_lr: float = opt(0.0, "pgd: ascent step size (0: 2.5·ε/K, Madry et al.'s rule)", ge=0)
+    attack_norm: str = opt("l2", "pgd: norm of the ball: l2 or linf (sign steps)", choices=("l2", "linf"))
+    attack_norm_level: str = opt("token", "pgd: norms per token or per example", choices=("token", "example"))
+    attack_space: str = opt("embedding", "pgd: what is perturbed: word or embedding", choices=("word", "embedding"))
+    attack_rate: float = opt(0.1, "typo: fraction of words changed", ge=0, le=1)
+    attack_seed: int = opt(0, "typo: seed of the character noise", ge=0)
+
+
 SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig, "teacher": TeacherConfig}
 SECTIONS["mlm"] = MLMConfig
+SECTIONS["attack"] = AttackConfig
 ADV_FIELDS = frozenset(f.name for f in fields(AdvConfig))
 
 # Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
@@ -264,6 +284,7 @@ class RunConfig:
     adv: AdvConfig = field(default_factory=AdvConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     # AdvConfig fields the user set (CLI, --config; not a preset's values, which are its method's
     # defaults): a task whose `adv:` picks another method keeps only these (adv_config_for_task).
     # None: the fields given to AdvConfig (the Python API).
@@ -498,9 +519,19 @@ def check_config(cfg: RunConfig) -> RunConfig:
     and predict.py may run elsewhere): the config a run is built from and identified by."""
     for name in SECTIONS:
         check_ranges(getattr(cfg, name))
+    _check_attack_names(cfg.train.eval_attack)
     tasks = ",".join(t.strip() for t in cfg.train.tasks.split(",") if t.strip())
     train = dataclasses.replace(cfg.train, tasks=tasks, data_dir=os.path.abspath(cfg.train.data_dir))
     return dataclasses.replace(cfg, train=train)
+
+
+def _check_attack_names(spec: str, flag: str = "--eval_attack") -> None:
+    """Every attack named in spec is registered, else a ConfigError listing the known ones."""
+    from mtadv.attacks import ATTACKS, attack_names  # mtadv.attacks imports this module
+
+    unknown = [n for n in attack_names(spec) if n not in ATTACKS]
+    if unknown:
+        raise ConfigError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS.names())}", field=flag)
 
 
 def coerce(value: Any, want: type, where: str, file: str | None = None, task: str | None = None) -> Any:

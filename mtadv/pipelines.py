@@ -38,10 +38,11 @@ class EvalRequest:
     autocast_dtype: torch.dtype | None = None
     rank: int = 0  # under DDP each rank evaluates its shard; every rank returns the same metrics
     world_size: int = 1
+    progress: bool = True  # progress bars (on rank 0 only)
 
     @property
     def show_progress(self) -> bool:
-        return self.rank == 0
+        return self.progress and self.rank == 0
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ memory, build and validate every output file, and only then write them all at on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,15 @@ from data_utils.submission import (
     zip_submission,
 )
 from data_utils.tokenize import default_cache_dir, tokenize_split
+from mtadv.attacks import ATTACKS, Attack, build_attack
+from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
 from mtadv.build import source_key
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
-from mtadv.config import check_ranges, opt
+from mtadv.config import AttackConfig, check_ranges, opt
 from mtadv.errors import ConfigError, UserError
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.model import MultiTaskModel
+from mtadv.pipelines import EvalRequest
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
 from mtadv.teacher import BregmanTeacher
@@ -78,6 +82,11 @@ class PredictConfig:
         "checkpoint-<step>/'s training state",
     )
     progress: bool = opt(True, "show progress bars")
+    attack: str = opt(
+        "",
+        "with --split dev: score under this robustness attack (pgd, typo; settings: --attack_*); metrics.json "
+        "then holds the metrics under attack plus attack_success_rate, the JSONL the attacked predictions",
+    )
     cache_dir: str = opt("", "tokenization cache (empty: $MTADV_CACHE or ~/.cache/mtadv)")
 
 
@@ -95,6 +104,7 @@ class SplitJob:
 class SplitResult:
     job: SplitJob
     preds: Predictions
+    extra_metrics: dict[str, float] = field(default_factory=dict)  # attack_success_rate under --attack
 
 
 def config_from_namespace(values: dict[str, Any]) -> PredictConfig:
@@ -102,9 +112,15 @@ def config_from_namespace(values: dict[str, Any]) -> PredictConfig:
     return PredictConfig(**{k: v for k, v in values.items() if k in known and v is not None})
 
 
-def run_predict(cfg: PredictConfig) -> list[str]:
+def attack_config_from_namespace(values: dict[str, Any]) -> AttackConfig:
+    known = {f.name for f in fields(AttackConfig)}
+    return AttackConfig(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def run_predict(cfg: PredictConfig, attack_cfg: AttackConfig | None = None) -> list[str]:
     """Check, predict, build, validate, write. Returns the written paths."""
     check_ranges(cfg)
+    attack = _attack(cfg, attack_cfg or AttackConfig())
     if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
         raise UserError(f"--output_dir {cfg.output_dir} is a file, not a directory; pass a directory path")
     if not cfg.progress:
@@ -115,8 +131,8 @@ def run_predict(cfg: PredictConfig) -> list[str]:
     jobs = read_jobs(tasks, cfg, train_cfg)
     device = _device(cfg.device)
     model.to(device)
-    results = [predict_job(model, tokenizer, job, cfg, train_cfg, device) for job in jobs]
-    files = build_outputs(results, cfg)
+    results = [predict_job(model, tokenizer, job, cfg, train_cfg, device, attack) for job in jobs]
+    files = build_outputs(results, cfg, attack)
     written = publish(files, cfg.output_dir)
     _summarize(results, cfg, written)
     return written
@@ -236,16 +252,41 @@ def _check_files_exist(tasks: list[TaskDef], cfg: PredictConfig, data_dir: str) 
     )
 
 
+def _attack(cfg: PredictConfig, settings: AttackConfig) -> Attack | None:
+    """The --attack to score under, checked before anything is read; None without one."""
+    if not cfg.attack:
+        return None
+    check_ranges(settings)
+    if cfg.split != "dev":
+        raise UserError(f"--attack {cfg.attack} scores labeled data: add --split dev (test splits have no labels)")
+    if cfg.attack not in ATTACKS:
+        raise ConfigError(f"unknown attack {cfg.attack!r}; known: {', '.join(ATTACKS.names())}", field="--attack")
+    return build_attack(cfg.attack, settings)
+
+
 def predict_job(
-    model: MultiTaskModel, tokenizer, job: SplitJob, cfg: PredictConfig, train_cfg: dict[str, Any], device
+    model: MultiTaskModel,
+    tokenizer,
+    job: SplitJob,
+    cfg: PredictConfig,
+    train_cfg: dict[str, Any],
+    device,
+    attack: Attack | None = None,
 ) -> SplitResult:
-    """Tokenize and predict one split exactly as the trainer's evaluation does."""
+    """Tokenize and predict one split exactly as the trainer's evaluation does (under `attack` if given)."""
     data_dir = _data_dir(cfg, train_cfg)
     cache = cfg.cache_dir or train_cfg.get("cache_dir") or default_cache_dir()
     key = (source_key(job.task, job.split, data_dir), len(job.raw))
-    tokenized = tokenize_split(job.raw, tokenizer, int(train_cfg.get("max_seq_len", 128)), cache, key)
+    max_len = int(train_cfg.get("max_seq_len", 128))
+    tokenized = tokenize_split(job.raw, tokenizer, max_len, cache, key)
     precision = train_cfg.get("precision", "auto") if cfg.precision == FROM_CHECKPOINT else cfg.precision
     batch_size = cfg.batch_size or int(train_cfg.get("eval_batch_size", 128))
+    autocast = _autocast_dtype(precision, device)
+    if attack is not None:
+        req = EvalRequest(tokenizer, batch_size, device, autocast, progress=cfg.progress)
+        clean, preds = attacked_predictions(model, job.task, tokenized, req, attack, max_len, cache)
+        extra = {k: v for k, v in attack_metrics(job.task, clean, preds).items() if k == "attack_success_rate"}
+        return SplitResult(job, preds, extra)
     preds = predict_split(
         model,
         job.task,
@@ -254,12 +295,12 @@ def predict_job(
         batch_size,
         device,
         show_progress=cfg.progress,
-        autocast_dtype=_autocast_dtype(precision, device),
+        autocast_dtype=autocast,
     )
     return SplitResult(job, preds)
 
 
-def build_outputs(results: list[SplitResult], cfg: PredictConfig) -> dict[str, bytes]:
+def build_outputs(results: list[SplitResult], cfg: PredictConfig, attack: Attack | None = None) -> dict[str, bytes]:
     """Every output file's bytes, validated; nothing is written here."""
     files: dict[str, bytes] = {}
     leaderboard: list[SubmissionFile] = []
@@ -269,7 +310,7 @@ def build_outputs(results: list[SplitResult], cfg: PredictConfig) -> dict[str, b
         records = prediction_records(task, ids, r.preds.example_idx, r.preds.outputs, r.preds.labels)
         files[f"{task.name}.{split}.jsonl"] = jsonl_bytes(records)
         if cfg.split == "dev":
-            metrics.setdefault(task.name, {})[split] = split_metrics(task, r.preds)
+            metrics.setdefault(task.name, {})[split] = split_metrics(task, r.preds) | r.extra_metrics
         elif split in task.submission:
             sub = build_submission(
                 task, task.submission[split], r.job.source, ids, r.preds.example_idx, r.preds.outputs
@@ -284,6 +325,8 @@ def build_outputs(results: list[SplitResult], cfg: PredictConfig) -> dict[str, b
     if cfg.split == "dev":
         summary = {"results": metrics, "checkpoint": cfg.checkpoint, "teacher": cfg.use_teacher}
         summary["examples"] = {f"{r.job.task.name}/{r.job.split}": len(r.job.raw) for r in results}
+        if attack is not None:  # the same layout as a clean run, with what was attacked and how
+            summary["attack"] = {"name": attack.name, **dataclasses.asdict(attack.cfg)}
         files["metrics.json"] = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
     return files
 
@@ -315,7 +358,7 @@ def _summarize(results: list[SplitResult], cfg: PredictConfig, written: list[str
     for r in results:
         line = f"{r.job.task.name:<8} {r.job.split:<16} {len(r.job.raw):>6} examples"
         if cfg.split == "dev":
-            ms = split_metrics(r.job.task, r.preds)
+            ms = split_metrics(r.job.task, r.preds) | r.extra_metrics
             line += "  " + "  ".join(f"{m}={v:.2f}" for m, v in ms.items())
         print(line)
     print(f"wrote {len(written)} files to {cfg.output_dir}: {', '.join(os.path.basename(p) for p in written)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mtadv.cli import _quiet_libraries, guarded
-from mtadv.config import FlagParser, add_section_flags
+from mtadv.config import AttackConfig, FlagParser, add_section_flags
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
         description="GLUE leaderboard files (--split test) or dev metrics (--split dev) from an mtadv checkpoint."
     )
     add_section_flags(parser, PredictConfig)
+    add_section_flags(parser, AttackConfig)
     return parser
 
 
@@ -23,8 +24,8 @@ def run_predict_cli(argv: list[str] | None = None) -> int:
     _quiet_libraries()
 
     def go() -> None:
-        from mtadv.predict import config_from_namespace, run_predict
+        from mtadv.predict import attack_config_from_namespace, config_from_namespace, run_predict
 
-        run_predict(config_from_namespace(vars(args)))
+        run_predict(config_from_namespace(vars(args)), attack_config_from_namespace(vars(args)))
 
     return guarded(go)

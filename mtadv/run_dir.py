@@ -13,6 +13,7 @@ between a run and its resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mtadv.config import RunConfig
+from mtadv.config import AttackConfig, RunConfig
 from mtadv.errors import UserError
 from mtadv.resume import HISTORY_FILE, has_training_state, saved_history_bytes
 
@@ -41,6 +42,8 @@ OPERATIONAL = {
     "max_skipped_steps",
     "trust_remote_code",
 }
+# Robustness attacks change what is measured at evaluation, never the training itself.
+OPERATIONAL |= {"eval_attack"} | {f.name for f in dataclasses.fields(AttackConfig)}
 PATHS = {"data_dir"}  # stored absolute (check_config), so a checkpoint is usable from any directory
 
 

@@ -12,6 +12,7 @@ One optimizer step, top to bottom:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -28,11 +29,13 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from data_utils.sampler import MultiTaskSampler, TaskBatch
-from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit
+from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit, default_cache_dir
 from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
 from mtadv.adversarial.spaces import get_space
+from mtadv.attacks import attack_names, build_attack
+from mtadv.attacks.evaluate import evaluate_under_attack
 from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
 from mtadv.errors import UserError
@@ -46,6 +49,7 @@ from mtadv.taskdef import TaskDef
 from mtadv.tracking import Results, RunTracker, format_results_table
 
 LOWER_IS_BETTER = {"perplexity", "loss"}
+RobustResults = dict[str, dict[str, dict[str, dict[str, float]]]]  # task -> split -> attack -> metric -> value
 
 
 @dataclass
@@ -65,6 +69,8 @@ class TrainState:
     last_eval_step: int = -1
     last_results: Results = field(default_factory=dict)  # the latest evaluation ('final' in results.json)
     last_teacher_results: Results = field(default_factory=dict)
+    best_robust_results: RobustResults = field(default_factory=dict)  # --eval_attack, at the best step
+    last_robust_results: RobustResults = field(default_factory=dict)
     train_seconds: float = 0.0  # wall-clock seconds of training up to this state, summed over resumes
 
 
@@ -275,6 +281,7 @@ class Trainer:
                 self.model, tdef, batch, embeds, logits, task_loss, rng, self.state.step, self.state.epoch
             )
             ctx.space, ctx.space_scale = self.spaces[task].name, space_scale
+            ctx.grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0  # for inner gradients
             for reg in active:
                 reg_loss, reg_logs = reg.loss(ctx)
                 loss = loss + reg_loss
@@ -367,13 +374,41 @@ class Trainer:
         self._last_eval_step = self.state.step
         self.tracker.metrics(self.state.step, results)
         teacher_results = self._evaluate_teacher()
+        robust = self.evaluate_robustness()
         value = self.selection_value(results)
         improved = value is not None and (self.state.best_value is None or value > self.state.best_value)
         if improved or (value is None and not self.state.best_results):
             self.state.best_value, self.state.best_step, self.state.best_results = value, self.state.step, results
-            self.state.best_teacher_results = teacher_results
+            self.state.best_teacher_results, self.state.best_robust_results = teacher_results, robust
             self.save("best")
         self.last_results, self.last_teacher_results = results, teacher_results
+        self.state.last_robust_results = robust
+
+    def evaluate_robustness(self) -> RobustResults:
+        """--eval_attack: each labeled dev split's metrics under each attack, logged as
+        robust/<task>/<split>/<attack>/<metric>; {} without attacks."""
+        names = attack_names(self.tc.eval_attack)
+        if not names:
+            return {}
+        out: RobustResults = {}
+        request = EvalRequest(
+            self.tokenizer, self.tc.eval_batch_size, self.device, self.autocast_dtype, self.rank, self.world_size
+        )
+        cache = self.tc.cache_dir or default_cache_dir()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # like evaluate(): the training RNG streams never move
+            for (task, split), data in self.eval_splits.items():
+                tdef = self.tasks[task]
+                if tdef.task_type.label_kind is None:  # masked-LM tasks have no labels to attack
+                    continue
+                for name in names:
+                    attack = build_attack(name, self.cfg.attack)
+                    metrics = evaluate_under_attack(self.model, tdef, data, request, attack, self.tc.max_seq_len, cache)
+                    out.setdefault(task, {}).setdefault(split, {})[name] = metrics
+        flat = {f"robust/{t}/{s}/{a}/{m}": v for t, sp in out.items() for s, at in sp.items() for a, ms in at.items()
+                for m, v in ms.items()}  # fmt: skip
+        self.tracker.scalars(self.state.step, flat, kind="eval")
+        return out
 
     def teacher_model(self) -> nn.Module | None:
         """The EMA teacher, if a regularizer keeps one and it has started."""
@@ -484,6 +519,9 @@ class Trainer:
                 "final": getattr(self, "last_teacher_results", {}),
                 "checkpoint": f"{self.tracker.output_dir}/best/{TEACHER_DIR}",
             }
+        if s.best_robust_results or s.last_robust_results:
+            settings = dataclasses.asdict(self.cfg.attack)
+            payload["robust"] = {"results": s.best_robust_results, "final": s.last_robust_results, "settings": settings}
         self.tracker.write_results(payload)
         if self.rank == 0:
             print(
@@ -491,6 +529,9 @@ class Trainer:
                 f"{(s.best_value if s.best_value is not None else float('nan')):.2f}): {self.tracker.output_dir}/best"
             )
             print(format_results_table(s.best_results))
+            if s.best_robust_results:
+                print("under attack (--eval_attack), at the best checkpoint:")
+                print(format_results_table(flatten_robust(s.best_robust_results)))
             print(
                 f"{s.step} steps in {seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
                 f"{s.skipped_steps} skipped steps"
@@ -504,6 +545,11 @@ def _task_space(regularizers: list[Regularizer]) -> str:
     if len(spaces) > 1:
         raise UserError(f"a task's methods perturb different spaces {sorted(spaces)}: give them one adv_space")
     return spaces.pop() if spaces else "word"
+
+
+def flatten_robust(robust: RobustResults) -> Results:
+    """task -> split -> attack -> metrics as task -> "split/attack" -> metrics, for the results table."""
+    return {t: {f"{s}/{a}": ms for s, at in sp.items() for a, ms in at.items()} for t, sp in robust.items()}
 
 
 def _set(trainer: Trainer, field_name: str, value: Any) -> None:

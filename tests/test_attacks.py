@@ -40,9 +40,13 @@ def setup(tiny_encoder, tmp_path_factory):
     return model, tasks, splits, req, cache
 
 
-def run(setup, task: str, **cfg) -> dict[str, float]:
+def make(attack: str, **cfg):
+    return build_attack(attack, AttackConfig(**cfg))
+
+
+def run(setup, task: str, attack: str, **cfg) -> dict[str, float]:
     model, tasks, splits, req, cache = setup
-    return evaluate_under_attack(model, tasks[task], splits[task], req, build_attack(AttackConfig(**cfg)), 64, cache)
+    return evaluate_under_attack(model, tasks[task], splits[task], req, make(attack, **cfg), 64, cache)
 
 
 def clean_metrics(setup, task: str) -> dict[str, float]:
@@ -78,7 +82,7 @@ def test_attack_never_changes_weights_nor_leaves_gradients(name, setup):
 
 def test_unknown_attack_lists_the_known_ones():
     with pytest.raises(KeyError, match="known: pgd, typo"):
-        build_attack(AttackConfig(attack="nope"))
+        build_attack("nope")
 
 
 @pytest.mark.parametrize("space", ["word", "embedding"])
@@ -101,7 +105,7 @@ def test_pgd_on_regression_never_lowers_the_error(setup):
     from mtadv.attacks.evaluate import _predict
 
     split, task = splits["stsb"], tasks["stsb"]
-    attack = build_attack(AttackConfig(attack="pgd", attack_eps=0.5))
+    attack = make("pgd", attack_eps=0.5)
     clean = _predict(model, task, split, req)
     attacked = _predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
     assert ((attacked.outputs - attacked.labels) ** 2 >= (clean.outputs - clean.labels) ** 2 - 1e-6).all()
@@ -115,7 +119,7 @@ def test_success_rate_counts_flips_of_correct_examples():
 
 
 def test_typo_edits_the_rate_of_words_with_one_edit_each():
-    attack = TypoAttack(AttackConfig(attack="typo", attack_rate=0.3))
+    attack = TypoAttack(AttackConfig(attack_rate=0.3))
     words = [f"w{'abcdefgh'[i % 8]}ord{'xyz'[i % 3]}" for i in range(2000)]
     out = attack.perturb_text(" ".join(words), random.Random(0)).split(" ")
     changed = sum(a != b for a, b in zip(words, out))
@@ -135,3 +139,59 @@ def test_each_typo_edit_changes_one_position(edit):
 def test_keyboard_neighbours_are_adjacent_keys():
     assert set(NEIGHBOURS["s"]) == set("qweadzxc")
     assert set(NEIGHBOURS["q"]) == set("was")
+
+
+# ------------------------------------------------------------------ in a training run
+
+
+@pytest.mark.integration
+def test_eval_attack_records_robust_scores_per_task_and_attack(tiny_encoder, tmp_path, capsys):
+    from training_runs import history, run_train, train_args
+
+    out = tmp_path / "run"
+    argv = train_args(tiny_encoder, out, "--max_steps", "2", "--eval_attack", "pgd, typo", "--attack_rate", "0.3")
+    assert run_train(argv) == 0
+    res = __import__("json").loads((out / "results.json").read_text())
+    robust = res["robust"]["results"]
+    assert set(robust) == {"rte", "stsb"} and set(robust["rte"]["dev"]) == {"pgd", "typo"}
+    assert "attack_success_rate" in robust["rte"]["dev"]["pgd"] and "pearson" in robust["stsb"]["dev"]["typo"]
+    assert robust["rte"]["dev"]["pgd"]["accuracy"] <= res["results"]["rte"]["dev"]["accuracy"]
+    assert res["robust"]["settings"]["attack_rate"] == 0.3
+    evals = [h for h in history(out) if h["kind"] == "eval"]
+    assert any("robust/rte/dev/pgd/accuracy" in h for h in evals)
+    assert "dev/pgd" in capsys.readouterr().out  # the end-of-run table
+
+
+def test_unknown_eval_attack_is_refused_before_anything_is_written(tiny_encoder, tmp_path, capsys):
+    from training_runs import run_train, train_args
+
+    out = tmp_path / "run"
+    assert run_train(train_args(tiny_encoder, out, "--eval_attack", "pgd,fgsm")) == 2
+    assert "unknown attack(s) ['fgsm']; known: pgd, typo" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_predict_attack_writes_metrics_in_the_clean_layout(tiny_encoder, tmp_path):
+    """predict.py --attack: metrics.json as for a clean --split dev, attacked metrics + attack_success_rate;
+    a zero radius reproduces the clean file's metrics exactly; --attack without --split dev is refused."""
+    import json
+
+    from training_runs import run_train, train_args
+
+    from predict import main as predict_main
+
+    run = tmp_path / "run"
+    assert run_train(train_args(tiny_encoder, run, "--max_steps", "2")) == 0
+    base = ["--checkpoint", str(run / "best"), "--split", "dev", "--progress", "false"]
+    assert predict_main([*base, "--output_dir", str(tmp_path / "clean")]) == 0
+    assert predict_main([*base, "--output_dir", str(tmp_path / "zero"), "--attack", "pgd", "--attack_eps", "0"]) == 0
+    assert predict_main([*base, "--output_dir", str(tmp_path / "pgd"), "--attack", "pgd", "--attack_eps", "2"]) == 0
+    clean, zero, pgd = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("clean", "zero", "pgd"))
+    assert zero["results"]["rte"]["dev"] == {**clean["results"]["rte"]["dev"], "attack_success_rate": 0.0}
+    assert zero["results"]["stsb"] == clean["results"]["stsb"]
+    assert pgd["results"]["rte"]["dev"]["accuracy"] <= clean["results"]["rte"]["dev"]["accuracy"]
+    assert pgd["attack"]["name"] == "pgd" and pgd["attack"]["attack_eps"] == 2.0
+    assert set(pgd) == set(clean) | {"attack"}
+    assert predict_main([*base[:2], "--output_dir", str(tmp_path / "t"), "--attack", "typo"]) == 2
+    assert not (tmp_path / "t").exists()

@@ -8,32 +8,18 @@ attacks); a strength of 0 gives exactly the clean predictions.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
+from mtadv.config import AttackConfig
 from mtadv.registry import Registry
 from mtadv.taskdef import TaskDef
 
 
-@dataclass(frozen=True)
-class AttackConfig:
-    """One attack and its strength (flags --attack_* on predict.py; --eval_attack on train.py)."""
-
-    attack: str = "pgd"
-    attack_eps: float = 0.1  # radius, in the units of attack_space (embedding: relative to each token's RMS)
-    attack_steps: int = 5
-    attack_lr: float = 0.0  # ascent step size; 0: 2.5·ε/steps (Madry et al.'s rule)
-    attack_norm: str = "l2"
-    attack_norm_level: str = "token"
-    attack_space: str = "embedding"
-    attack_rate: float = 0.1  # text attacks: fraction of words changed
-    attack_seed: int = 0
-
-    @property
-    def step_size(self) -> float:
-        return self.attack_lr or 2.5 * self.attack_eps / max(1, self.attack_steps)
+def step_size(cfg: AttackConfig) -> float:
+    """pgd's ascent step: --attack_lr, or 2.5·ε/K (Madry et al.'s rule) when it is 0."""
+    return cfg.attack_lr or 2.5 * cfg.attack_eps / max(1, cfg.attack_steps)
 
 
 class Attack:

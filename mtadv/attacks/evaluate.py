@@ -25,12 +25,23 @@ def evaluate_under_attack(
     """Metrics under `attack` (the clean metrics' keys) plus `attack_success_rate` for classification.
 
     req: an mtadv.pipelines.EvalRequest (tokenizer, batch size, device, autocast, rank, world size)."""
+    clean, attacked = attacked_predictions(model, task, split, req, attack, max_seq_len, cache_dir)
+    return attack_metrics(task, clean, attacked)
+
+
+def attacked_predictions(
+    model: nn.Module, task: TaskDef, split: TokenizedSplit, req, attack: Attack, max_seq_len: int, cache_dir: str
+) -> tuple[Predictions, Predictions]:
+    """The split's clean predictions and its predictions under `attack`, rows in the same order."""
     clean = _predict(model, task, split, req)
     if attack.kind == "text":
-        attacked_split = perturbed_split(split, attack, req.tokenizer, max_seq_len, cache_dir)
-        attacked = _predict(model, task, attacked_split, req)
+        attacked = _predict(model, task, perturbed_split(split, attack, req.tokenizer, max_seq_len, cache_dir), req)
     else:
         attacked = _predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
+    return clean, attacked
+
+
+def attack_metrics(task: TaskDef, clean: Predictions, attacked: Predictions) -> dict[str, float]:
     metrics = split_metrics(task, attacked)
     if attacked.outputs.ndim == 2:
         metrics["attack_success_rate"] = success_rate(clean, attacked)
@@ -72,4 +83,4 @@ def _predict(model: nn.Module, task: TaskDef, split: TokenizedSplit, req, forwar
     return distributed.gather_predictions(preds)
 
 
-__all__ = ["evaluate_under_attack", "perturbed_split", "success_rate"]
+__all__ = ["attack_metrics", "attacked_predictions", "evaluate_under_attack", "perturbed_split", "success_rate"]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mtadv.adversarial.perturb import project, token_mask
 from mtadv.adversarial.spaces import get_space
-from mtadv.attacks.base import ATTACKS, Attack
+from mtadv.attacks.base import ATTACKS, Attack, step_size
 from mtadv.losses import TASK_LOSSES
 from mtadv.taskdef import TaskDef
 
@@ -61,7 +61,7 @@ class PGDAttack(Attack):
                 delta.requires_grad_(True)
                 out = space.forward(model, batch, task.name, x + delta, scale)
                 (grad,) = torch.autograd.grad(loss_fn(out, labels), [delta])
-                step = c.step_size * ascent_direction(grad, c.attack_norm, c.attack_norm_level) * mask
+                step = step_size(c) * ascent_direction(grad, c.attack_norm, c.attack_norm_level) * mask
                 delta = project(delta.detach() + step, c.attack_eps, c.attack_norm, c.attack_norm_level)
                 with torch.no_grad():
                     out = space.forward(model, batch, task.name, x + delta, scale)
