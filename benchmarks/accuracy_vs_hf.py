@@ -33,10 +33,10 @@ from transformers import AutoTokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hf_reference import hf_args, hf_tokenize, hf_trainer  # noqa: E402
 
-from data_utils.readers import read_split  # noqa: E402
 from mtadv.build import build_trainer  # noqa: E402
 from mtadv.checkpoint import resolve_model_path  # noqa: E402
 from mtadv.config import RunConfig, TrainConfig  # noqa: E402
+from mtadv.data_utils.readers import read_split  # noqa: E402
 from mtadv.taskdef import TaskDef, load_task_defs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

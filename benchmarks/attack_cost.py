@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from data_utils.readers import read_split
-from data_utils.tokenize import tokenize_split
 from mtadv.attacks import build_attack
 from mtadv.attacks.evaluate import evaluate_under_attack
 from mtadv.checkpoint import load_encoder
 from mtadv.config import AttackConfig
+from mtadv.data_utils.readers import read_split
+from mtadv.data_utils.tokenize import tokenize_split
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import EvalRequest, pipeline_for
 from mtadv.taskdef import load_task_defs

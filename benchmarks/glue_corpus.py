@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_utils.readers import read_split, split_path  # noqa: E402
+from mtadv.data_utils.readers import read_split, split_path  # noqa: E402
 from mtadv.taskdef import load_task_defs  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from data_utils.metrics import compute_metrics
+from mtadv.data_utils.metrics import compute_metrics
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from data_utils.tokenize import MODEL_COLUMNS
+from .tokenize import MODEL_COLUMNS
 
 
 class TaskCollator:

@@ -24,10 +24,11 @@ import datasets
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from data_utils.readers import ROW_SOURCES, existing_source
-from data_utils.tokenize import TokenizedSplit
 from mtadv.errors import ConfigError
 from mtadv.taskdef import SplitDef, TaskDef
+
+from .readers import ROW_SOURCES, existing_source
+from .tokenize import TokenizedSplit
 
 TEXT = "text"
 HOLDOUT = "holdout"  # format of a dev split carved out of the train split (see mtadv.taskdef)

@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 from transformers import set_seed
 
-from data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv import distributed, run_dir
 from mtadv.adversarial import build_regularizers
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
 from mtadv.config import RunConfig, check_config
+from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import pipeline_for

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_utils.tokenize import TokenizedSplit
+from mtadv.data_utils.tokenize import TokenizedSplit
 from mtadv.evaluate import Predictions
 
 

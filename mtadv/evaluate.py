@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data_utils.collate import TaskCollator
-from data_utils.metrics import compute_metrics
-from data_utils.tokenize import TokenizedSplit
+from mtadv.data_utils.collate import TaskCollator
+from mtadv.data_utils.metrics import compute_metrics
+from mtadv.data_utils.tokenize import TokenizedSplit
 from mtadv.taskdef import TaskDef
 
 

@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from data_utils.corpus import HOLDOUT, pack_corpus, read_corpus
-from data_utils.mlm_collate import MODEL_INPUTS, MaskedBlockCollator, MLMCollator
-from data_utils.readers import split_path
-from data_utils.tokenize import TokenizedSplit
 from mtadv import distributed
 from mtadv.config import RunConfig
+from mtadv.data_utils.corpus import HOLDOUT, pack_corpus, read_corpus
+from mtadv.data_utils.mlm_collate import MODEL_INPUTS, MaskedBlockCollator, MLMCollator
+from mtadv.data_utils.readers import split_path
+from mtadv.data_utils.tokenize import TokenizedSplit
 from mtadv.errors import ConfigError
 from mtadv.pipelines import PIPELINES, EvalRequest, TaskPipeline
 from mtadv.taskdef import TaskDef

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from data_utils.collate import TaskCollator
-from data_utils.readers import read_split
-from data_utils.tokenize import TokenizedSplit, tokenize_split
 from mtadv.config import RunConfig
+from mtadv.data_utils.collate import TaskCollator
+from mtadv.data_utils.readers import read_split
+from mtadv.data_utils.tokenize import TokenizedSplit, tokenize_split
 from mtadv.evaluate import predict_split, split_metrics
 from mtadv.registry import Registry
 from mtadv.taskdef import TaskDef

@@ -24,9 +24,14 @@ from typing import Any
 import datasets
 import torch
 
-from data_utils.collate import TaskCollator
-from data_utils.readers import read_split, split_path
-from data_utils.submission import (
+from mtadv.attacks import ATTACKS, Attack, build_attack
+from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
+from mtadv.build import source_key
+from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
+from mtadv.config import AttackConfig, check_ranges, opt
+from mtadv.data_utils.collate import TaskCollator
+from mtadv.data_utils.readers import read_split, split_path
+from mtadv.data_utils.submission import (
     ZIP_NAME,
     SubmissionFile,
     build_submission,
@@ -37,12 +42,7 @@ from data_utils.submission import (
     validate_submission,
     zip_submission,
 )
-from data_utils.tokenize import default_cache_dir, tokenize_split
-from mtadv.attacks import ATTACKS, Attack, build_attack
-from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
-from mtadv.build import source_key
-from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
-from mtadv.config import AttackConfig, check_ranges, opt
+from mtadv.data_utils.tokenize import default_cache_dir, tokenize_split
 from mtadv.errors import ConfigError, UserError
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.model import MultiTaskModel

@@ -217,7 +217,7 @@ def _parse_labels(spec: dict, ttype: TaskType, err) -> tuple[tuple[str, ...] | N
 
 def _check_names(metrics: tuple[str, ...], loss: str, adv_loss: str, err, ttype: TaskType) -> None:
     # Imported here: these registries import torch and the metric libraries.
-    from data_utils.metrics import METRICS
+    from mtadv.data_utils.metrics import METRICS
     from mtadv.losses import DIVERGENCES, TASK_LOSSES
 
     known = list(ttype.own_metrics) or METRICS.names()

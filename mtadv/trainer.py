@@ -28,8 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from data_utils.sampler import MultiTaskSampler, TaskBatch
-from data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit, default_cache_dir
 from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
@@ -38,6 +36,8 @@ from mtadv.attacks import attack_names, build_attack
 from mtadv.attacks.evaluate import evaluate_under_attack
 from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import RunConfig
+from mtadv.data_utils.sampler import MultiTaskSampler, TaskBatch
+from mtadv.data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit, default_cache_dir
 from mtadv.errors import UserError
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel

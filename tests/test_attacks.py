@@ -11,11 +11,11 @@ import torch
 from conftest import GLUE_SAMPLE, GLUE_YAML
 from transformers import AutoModel, AutoTokenizer
 
-from data_utils.readers import read_split
-from data_utils.tokenize import tokenize_split
 from mtadv.attacks import ATTACKS, AttackConfig, build_attack
 from mtadv.attacks.evaluate import evaluate_under_attack, success_rate
 from mtadv.attacks.typo import EDITS, NEIGHBOURS, TypoAttack
+from mtadv.data_utils.readers import read_split
+from mtadv.data_utils.tokenize import tokenize_split
 from mtadv.evaluate import Predictions
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import EvalRequest

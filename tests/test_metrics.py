@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from data_utils.metrics import METRICS, compute_metrics
+from mtadv.data_utils.metrics import METRICS, compute_metrics
 from mtadv.losses import DIVERGENCES, TASK_LOSSES
 
 # Every registered metric needs a reference here: (kind of data, reference in the same units).

@@ -12,13 +12,13 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-from data_utils.corpus import pack_corpus, read_corpus, special_token_template
-from data_utils.mlm_collate import MLMCollator
 from mtadv.adversarial import ADV_METHODS, StepContext
 from mtadv.adversarial.perturb import RngState
 from mtadv.checkpoint import load_checkpoint, load_encoder, save_checkpoint
 from mtadv.cli import run_train
 from mtadv.config import AdvConfig, RunConfig, TrainConfig
+from mtadv.data_utils.corpus import pack_corpus, read_corpus, special_token_template
+from mtadv.data_utils.mlm_collate import MLMCollator
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import pipeline_for

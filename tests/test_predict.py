@@ -20,15 +20,15 @@ import pytest
 import torch
 from conftest import GLUE_YAML, build_tiny_encoder
 
-from data_utils.submission import (
+from mtadv.checkpoint import TEACHER_DIR, load_checkpoint, load_encoder, save_checkpoint
+from mtadv.config import RunConfig
+from mtadv.data_utils.submission import (
     SubmissionFile,
     build_submission,
     format_prediction,
     publish,
     validate_submission,
 )
-from mtadv.checkpoint import TEACHER_DIR, load_checkpoint, load_encoder, save_checkpoint
-from mtadv.config import RunConfig
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
 from mtadv.taskdef import load_task_defs

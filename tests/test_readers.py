@@ -8,7 +8,7 @@ import datasets
 import pytest
 import yaml
 
-from data_utils.readers import read_split
+from mtadv.data_utils.readers import read_split
 from mtadv.errors import ConfigError
 from mtadv.taskdef import load_task_defs
 

@@ -75,7 +75,7 @@ def test_non_utf8_data_stops_before_writing(tiny_encoder, tmp_path, capsys):
 def test_long_inputs_are_truncated_and_counted(tiny_encoder, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from data_utils.readers import read_split
+    from mtadv.data_utils.readers import read_split
     from mtadv.taskdef import load_task_defs
 
     out = tmp_path / "run"

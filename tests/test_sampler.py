@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from data_utils.sampler import MultiTaskSampler
+from mtadv.data_utils.sampler import MultiTaskSampler
 
 SIZES = {"big": 1000, "mid": 100, "small": 10}
 

@@ -347,7 +347,7 @@ def test_glue_yml_reads_every_split_of_the_sample(glue_sample):
     """Every declared split of every GLUE task reads cleanly from the sample (real formats)."""
     from conftest import GLUE_YAML
 
-    from data_utils.readers import read_split
+    from mtadv.data_utils.readers import read_split
 
     for name, task in load_task_defs(GLUE_YAML).items():
         for split in task.splits.values():

@@ -15,12 +15,12 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from data_utils.collate import TaskCollator
-from data_utils.tokenize import tokenize_split
 from mtadv.build import build_trainer
 from mtadv.checkpoint import load_checkpoint
 from mtadv.cli import run_train
 from mtadv.config import RunConfig, TrainConfig, check_config
+from mtadv.data_utils.collate import TaskCollator
+from mtadv.data_utils.tokenize import tokenize_split
 from mtadv.evaluate import predict_split
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from dataclasses import replace
 import datasets
 from torch import nn
 
-from data_utils.collate import TaskCollator
-from data_utils.tokenize import TokenizedSplit, tokenize_split
 from mtadv import distributed
 from mtadv.attacks.base import Attack
+from mtadv.data_utils.collate import TaskCollator
+from mtadv.data_utils.tokenize import TokenizedSplit, tokenize_split
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.taskdef import TaskDef
 
