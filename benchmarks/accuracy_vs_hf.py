@@ -28,16 +28,14 @@ import tempfile
 import time
 
 import transformers
+from hf_reference import hf_args, hf_tokenize, hf_trainer
 from transformers import AutoTokenizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_reference import hf_args, hf_tokenize, hf_trainer  # noqa: E402
-
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.checkpoint import resolve_model_path  # noqa: E402
-from mtadv.config import RunConfig, TrainConfig  # noqa: E402
-from mtadv.data_utils.readers import read_split  # noqa: E402
-from mtadv.taskdef import TaskDef, load_task_defs  # noqa: E402
+from mtadv.build import build_trainer
+from mtadv.checkpoint import resolve_model_path
+from mtadv.config import RunConfig, TrainConfig
+from mtadv.data_utils.readers import read_split
+from mtadv.taskdef import TaskDef, load_task_defs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results", "accuracy_vs_hf")

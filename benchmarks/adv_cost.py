@@ -22,7 +22,6 @@ import ctypes
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from itertools import islice
@@ -30,11 +29,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from mtadv.build import build_trainer
+from mtadv.config import build_parser, config_from_args
 
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.config import build_parser, config_from_args  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 COMMON = ["--adv_eps", "1e-2", "--adv_lr", "1e-2", "--adv_init_mag", "1e-2", "--adv_norm", "l2"]
 METHODS = {

@@ -29,7 +29,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-sys.path.insert(0, str(REPO))
 
 
 def corpus_task_def(corpus: str, directory: Path) -> Path:

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mtadv.data_utils.readers import read_split, split_path  # noqa: E402
-from mtadv.taskdef import load_task_defs  # noqa: E402
+from mtadv.data_utils.readers import read_split, split_path
+from mtadv.taskdef import load_task_defs
 
 
 def glue_sentences(task_def: str, data_dir: str) -> tuple[list[str], dict[str, int]]:

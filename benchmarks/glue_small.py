@@ -85,7 +85,6 @@ CONFIGS: dict[str, list[str]] = {
 def config_flags(name: str) -> list[str]:
     if name in CONFIGS:
         return CONFIGS[name]
-    sys.path.insert(0, str(REPO))
     from mtadv.adversarial import ADV_METHODS
 
     if name in ADV_METHODS:

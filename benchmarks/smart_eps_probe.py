@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import tempfile
 from itertools import islice
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from mtadv.adversarial.base import StepContext
+from mtadv.adversarial.perturb import RngState
+from mtadv.adversarial.smart import SmartRegularizer
+from mtadv.adversarial.spaces import get_space
+from mtadv.build import build_trainer
+from mtadv.config import build_parser, config_from_args
 
-from mtadv.adversarial.base import StepContext  # noqa: E402
-from mtadv.adversarial.perturb import RngState  # noqa: E402
-from mtadv.adversarial.smart import SmartRegularizer  # noqa: E402
-from mtadv.adversarial.spaces import get_space  # noqa: E402
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.config import build_parser, config_from_args  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SETTINGS = [  # (norm, ε): ℓ2 radii are per token, over H = 384 coordinates (ℓ2 ≈ √H·ℓ∞ for a full sign step)
     ("linf", 1e-5),

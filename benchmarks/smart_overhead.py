@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,11 +27,10 @@ from pathlib import Path
 import psutil
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from mtadv.build import build_trainer
+from mtadv.config import build_parser, config_from_args
 
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.config import build_parser, config_from_args  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 VARIANTS = {
     "plain": [],

@@ -26,22 +26,18 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from glue_small import prepare_data
+
+from mtadv.build import build_trainer
+from mtadv.config import build_parser, config_from_args
+from mtadv.losses import DIVERGENCES
+from mtadv.teacher import BregmanTeacher
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from glue_small import prepare_data  # noqa: E402
-
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.config import build_parser, config_from_args  # noqa: E402
-from mtadv.losses import DIVERGENCES  # noqa: E402
-from mtadv.teacher import BregmanTeacher  # noqa: E402
 
 
 def shadow_teacher(trainer) -> BregmanTeacher:

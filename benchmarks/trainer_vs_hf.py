@@ -37,15 +37,13 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
+from hf_reference import hf_args, hf_tokenize, hf_trainer
 from transformers import TrainerCallback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_reference import hf_args, hf_tokenize, hf_trainer  # noqa: E402
-
-from mtadv.build import build_trainer  # noqa: E402
-from mtadv.checkpoint import resolve_model_path  # noqa: E402
-from mtadv.config import RunConfig, TrainConfig  # noqa: E402
-from mtadv.trainer import TrainState  # noqa: E402
+from mtadv.build import build_trainer
+from mtadv.checkpoint import resolve_model_path
+from mtadv.config import RunConfig, TrainConfig
+from mtadv.trainer import TrainState
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "trainer_vs_hf.json")
 
