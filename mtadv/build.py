@@ -18,8 +18,9 @@ from transformers import set_seed
 
 from mtadv import distributed, run_dir
 from mtadv.adversarial import build_regularizers
+from mtadv.bundled import check_model_package
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
-from mtadv.config import RunConfig, check_config
+from mtadv.config import RunConfig, TrainConfig, check_config
 from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
@@ -113,6 +114,7 @@ def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
 def build_model(cfg: RunConfig, tasks: dict[str, TaskDef], weights_from: Path | None = None):
     """The model from --init_checkpoint, or, when resuming, from the checkpoint being resumed."""
     source = str(weights_from) if weights_from else cfg.train.init_checkpoint
+    check_model_package(source, TrainConfig().init_checkpoint)  # the default needs the demo extra: say so
     encoder, tokenizer = load_encoder(source, cfg.train.trust_remote_code)
     check_seq_len(cfg.train.max_seq_len, encoder.config, source)
     model = MultiTaskModel(encoder, tasks, head_dropout=cfg.train.head_dropout)

@@ -39,8 +39,10 @@ def guarded(fn: Callable[[], object]) -> int:
 
 
 def run_train(argv: list[str] | None = None) -> int:
+    from mtadv.api import load_plugins
     from mtadv.config import build_parser, config_from_args
 
+    load_plugins()  # methods, heads and task types of other packages (entry points "mtadv.plugins")
     parser = build_parser("Multi-task fine-tuning with adversarial regularization (mtadv).")
     args = parser.parse_args(argv)
     _quiet_libraries()

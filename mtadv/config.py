@@ -48,7 +48,9 @@ def _method_names() -> list[str]:
 class TrainConfig:
     """Data, model, optimization, evaluation and checkpoints."""
 
-    task_def: str = opt("task_defs/glue.yml", "task-definition YAML file")
+    task_def: str = opt(
+        "task_defs/glue.yml", "task-definition YAML file, or the name of a bundled one (glue, glue_with_mlm, mlm)"
+    )
     tasks: str = opt("", "comma-separated task names to train (default: every task with a train split)")
     data_dir: str = opt("data/glue_sample", "root folder that the task definition's paths are relative to")
     init_checkpoint: str = opt(
@@ -516,12 +518,18 @@ def check_ranges(section: Any, *, file: str | None = None, task: str | None = No
 
 def check_config(cfg: RunConfig) -> RunConfig:
     """Every flag's range checked, --tasks without blanks, --data_dir absolute (the checkpoint records it,
-    and predict.py may run elsewhere): the config a run is built from and identified by."""
+    and predict.py may run elsewhere): the config a run is built from and identified by. --task_def and
+    --data_dir fall back to the bundled copies (mtadv.bundled) when the path does not exist here."""
+    from mtadv.bundled import resolve_data_dir, resolve_task_def
+
     for name in SECTIONS:
         check_ranges(getattr(cfg, name))
     _check_attack_names(cfg.train.eval_attack)
     tasks = ",".join(t.strip() for t in cfg.train.tasks.split(",") if t.strip())
-    train = dataclasses.replace(cfg.train, tasks=tasks, data_dir=os.path.abspath(cfg.train.data_dir))
+    data_dir = os.path.abspath(resolve_data_dir(cfg.train.data_dir))
+    train = dataclasses.replace(
+        cfg.train, tasks=tasks, task_def=resolve_task_def(cfg.train.task_def), data_dir=data_dir
+    )
     return dataclasses.replace(cfg, train=train)
 
 

@@ -20,6 +20,9 @@ def build_predict_parser() -> argparse.ArgumentParser:
 
 
 def run_predict_cli(argv: list[str] | None = None) -> int:
+    from mtadv.api import load_plugins
+
+    load_plugins()  # heads and task types of other packages (entry points "mtadv.plugins")
     args = build_predict_parser().parse_args(argv)
     _quiet_libraries()
 
