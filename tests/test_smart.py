@@ -112,6 +112,31 @@ def test_symmetric_kl_is_symmetric_and_zero_at_equality():
     assert torch.allclose(skl(p, q), kl(p, q) + kl(q, p))
 
 
+def mt_dnn_sym_kl(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MT-DNN's SymKlCriterion.forward (mt_dnn/loss.py), which its SMART perturbation calls as
+    adv_lc(logits, adv_logits): each KL term's target distribution is detached."""
+    F = torch.nn.functional
+    return F.kl_div(F.log_softmax(input, -1), F.softmax(target.detach(), -1), reduction="batchmean") + F.kl_div(
+        F.log_softmax(target, -1), F.softmax(input.detach(), -1), reduction="batchmean"
+    )
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1.0])
+def test_rs_gradient_follows_the_reference_criterion(gap):
+    """R_s = ℓ_s(f(x + δ), f(x)): its value and its gradients w.r.t. the adversarial and the clean logits are
+    those of MT-DNN's criterion (at small gaps, differentiating both terms through both arguments doubles them)."""
+    torch.manual_seed(0)
+    clean = torch.randn(6, 3, requires_grad=True)
+    adv = (clean.detach() + gap * torch.randn(6, 3)).requires_grad_(True)
+    ours = DIVERGENCES.get("sym_kl")(adv, clean)
+    ours_adv, ours_clean = torch.autograd.grad(ours, [adv, clean])
+    ref = mt_dnn_sym_kl(clean, adv)
+    ref_adv, ref_clean = torch.autograd.grad(ref, [adv, clean])
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(ours_adv, ref_adv)
+    torch.testing.assert_close(ours_clean, ref_clean)
+
+
 def test_regression_divergence_on_matching_shapes(model, tasks, batch):
     mse = DIVERGENCES.get("mse")
     a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 5.0])
