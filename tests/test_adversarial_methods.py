@@ -459,3 +459,33 @@ def test_method_combines_with_the_bregman_teacher(name, tiny_encoder, tmp_path):
     for row in rows:  # the step trains on the adversarial loss (published variant) plus the teacher term
         want = row["train/rte/adv_loss"] + row["train/rte/bregman_mu"] * row["train/rte/bregman_loss"]
         assert row["train/rte/total_loss"] == pytest.approx(want, rel=1e-5)
+
+
+# ------------------------------------------------------------------ mixed precision
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine over the last dimension, in float64 and with no ε floor (gradients here are of order 1e-9)."""
+    a, b = a.double(), b.double()
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+
+def test_scaled_grad_keeps_small_fp16_gradients():
+    """An fp16 backward of a small loss underflows; taken on loss × 2^16 and divided back it matches fp32."""
+    from mtadv.adversarial.perturb import scaled_grad
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 64)
+    x = torch.randn(8, 64, requires_grad=True)
+
+    def grad(dtype, scale):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            loss = layer(layer(x)).float().sum() * 1e-9  # (8, 64) -> a gradient of order 1e-9
+            return scaled_grad(loss, [x], scale)[0]
+
+    want = grad(torch.float32, 1.0)
+    unscaled, scaled = grad(torch.float16, 1.0), grad(torch.float16, 2.0**16)
+    assert unscaled.dtype == scaled.dtype == torch.float32
+    assert (unscaled == 0).float().mean() > 0.5  # underflow: the problem the scale solves
+    assert (scaled == 0).float().mean() == 0
+    assert cosine(scaled.flatten(), want.flatten()) > 0.999

@@ -43,6 +43,8 @@ class StepContext:
     extras: dict[str, Any] = field(default_factory=dict)
     space: str = "word"  # the perturbation space of `embeds` (mtadv.adversarial.spaces)
     space_scale: Tensor | None = None  # that space's state from the clean forward: (B, T, 1) token RMS
+    # inner gradients are taken on loss × grad_scale (the fp16 GradScaler's scale; 1.0 otherwise), then unscaled
+    grad_scale: float = 1.0
 
     @property
     def mask(self) -> Tensor:
