@@ -30,7 +30,12 @@ from mtadv.taskdef import load_task_defs
 REPO = Path(__file__).resolve().parent.parent
 GLUE_YAML = REPO / "task_defs" / "glue.yml"
 METHODS = ADV_METHODS.names()
-NO_INPUT_PERTURBATION = {"grad_penalty", "awp"}  # checked by their own tests below
+# by declared trait: no input space (AWP's weights, R-Drop's dropout) or no perturbation to bound (a penalty)
+NO_INPUT_PERTURBATION = {
+    n
+    for n in METHODS
+    if ADV_METHODS.get(n).space is None or getattr(ADV_METHODS.get(n), "perturbation_radius", 0) is None
+}
 LOSS_AT_PERTURBED_INPUT = {"fgm", "pgd", "freeat", "freelb", "awp"}  # the rest add a divergence or penalty
 
 PAIRS = [
@@ -74,8 +79,10 @@ def make_model(tiny_encoder, tasks, seed: int = 0) -> MultiTaskModel:
     return model.train()
 
 
-def make_batch(tokenizer, task: str, rows: slice = slice(None), labels: bool = True) -> dict[str, torch.Tensor]:
-    a, b = zip(*PAIRS[rows])
+def make_batch(
+    tokenizer, task: str, rows: slice = slice(None), labels: bool = True, pairs: list = PAIRS
+) -> dict[str, torch.Tensor]:
+    a, b = zip(*pairs[rows])
     batch = dict(tokenizer(list(a), list(b), padding=True, return_tensors="pt"))
     if labels:
         batch["labels"] = LABELS[task][rows]
@@ -301,6 +308,61 @@ def test_freeat_perturbation_carries_over_and_is_checkpointed(tiny_encoder, task
     restored.load_state_dict(reg.state_dict())
     restored.loss(make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte", slice(1, 3)), step=3))
     assert torch.equal(restored.last_delta, carried)
+
+
+# four pairs each: a long batch (about 40 tokens) and a short one (about 8)
+LONG_PAIRS = [(f"{a} {a} {a}", f"{b} {b}") for a, b in PAIRS]
+SHORT_PAIRS = [(a.split()[0], b.split()[-1]) for a, b in PAIRS]
+
+
+@pytest.mark.parametrize("order", ["LSL", "SLS", "LLSL", "SLSSL"])
+def test_freeat_carried_perturbation_never_leaves_the_ball(order, tiny_encoder, tasks, tokenizer):
+    """ℓ2 per example, step η = ε: after a short batch a long batch's corner holds new values followed by
+    older ones, together outside the ball unless the corner is projected before use."""
+    model = make_model(tiny_encoder, tasks)
+    eps = 0.05
+    reg = ADV_METHODS.get("freeat")(adv_config("freeat", adv_eps=eps, adv_lr=eps))
+    # a carried δ on the ball, spread over a long batch's tokens (a trained encoder's ascent spreads it; the tiny
+    # random one puts nearly all of it on [CLS], which would hide the stale tail)
+    long = make_batch(tokenizer, "rte", pairs=LONG_PAIRS)
+    torch.manual_seed(0)
+    spread = torch.randn_like(model.embed(long).detach()) * long["attention_mask"].unsqueeze(-1)  # (B, T, H)
+    reg.load_state_dict({"delta": eps * spread / norm_of(spread, "l2", "example")})
+    for step, kind in enumerate(order):
+        batch = make_batch(tokenizer, "rte", pairs=LONG_PAIRS if kind == "L" else SHORT_PAIRS)
+        ctx = make_ctx(model, tasks, "rte", batch, step=step)
+        loss, _ = reg.loss(ctx)
+        assert norm_of(reg.last_delta, "l2", "example").max() <= eps * (1 + 1e-5), (order, step)
+        assert torch.all(reg.last_delta * (1 - ctx.mask) == 0)
+        loss.backward()
+        reg.on_optimizer_step(model)
+    assert reg.last_delta.abs().max() > 0  # it did carry a perturbation
+
+
+def _first_linf_step(name: str, ctx: StepContext, step: float) -> torch.Tensor:
+    """δ after one ℓ∞ ascent step from δ = 0, far from the radius (ε = 10·step): no projection acts."""
+    cfg = adv_config(name, adv_norm="linf", adv_norm_level="token", adv_init_mag=0.0, adv_steps=1, adv_lr=step)
+    reg = ADV_METHODS.get(name)(dataclasses.replace(cfg, adv_eps=step if name == "fgm" else 10 * step))
+    if name == "pgd":
+        return reg.attack(ctx)
+    loss, _ = reg.loss(ctx)
+    if name == "fgm":  # FGM's single step has size ε
+        return reg.last_delta
+    loss.backward()  # FreeAT: the step comes from the trainer's backward, after the optimizer step
+    reg.on_optimizer_step(ctx.model)
+    b, t = ctx.embeds.shape[:2]
+    return reg.buffer[:b, :t]
+
+
+@pytest.mark.parametrize("name", ["pgd", "freeat", "fgm"])
+def test_linf_step_is_the_sign_of_the_gradient(name, tiny_encoder, tasks, tokenizer):
+    """Madry's PGD, Shafahi's FreeAT and FGSM step η·sign(g): every real-token coordinate moves by η."""
+    model = make_model(tiny_encoder, tasks)
+    ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+    delta = _first_linf_step(name, ctx, 0.02)
+    real = ctx.mask.expand_as(delta).bool()
+    assert torch.all(delta[real].abs() == torch.tensor(0.02))
+    assert torch.all(delta[~real] == 0)
 
 
 def _tiny_run_config(tiny_encoder, output_dir, train: dict | None = None, **adv) -> RunConfig:

@@ -12,7 +12,9 @@ widely used fine-tuning variant:
 The perturbed forward is `torch.func.functional_call(model, {name: w + v})`: the weights are
 never modified in place, so the clean graph stays valid, one backward covers both losses, and
 the weights are bit-exactly what they were. g comes from `torch.autograd.grad` on the clean
-graph (retain_graph), so no weight gradient is accumulated outside the trainer's backward.
+graph (retain_graph), so no weight gradient is accumulated outside the trainer's backward; it is
+taken on the loss times the fp16 GradScaler's scale and unscaled in fp32, and a non-finite g leaves
+the weights unperturbed for the step (logged as adv_nonfinite_grads).
 Which weights: --adv_weight_pattern, a regex over parameter names (default: the encoder layers'
 Linear weights; not LayerNorm, not the embeddings, not the heads). --adv_start_epoch delays it.
 Paper defaults: γ = η = 5e-3 (no clamp; ε = ∞), one ascent step. Fine-tuning recipes: η = 1e-3
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
-from mtadv.adversarial.perturb import TINY
+from mtadv.adversarial.perturb import TINY, all_finite, scaled_grad
 from mtadv.errors import ConfigError
 
 
@@ -62,20 +64,26 @@ class AWP(Regularizer):
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
         weights = select_weights(ctx.model, c.adv_weight_pattern)
-        grads = torch.autograd.grad(ctx.task_loss, list(weights.values()), retain_graph=True, allow_unused=True)
-        deltas = {n: self.weight_step(w.detach(), g) for (n, w), g in zip(weights.items(), grads) if g is not None}
+        # on the loss times the fp16 GradScaler's scale, unscaled in fp32; a non-finite g leaves the weights at θ
+        grads = scaled_grad(ctx.task_loss, list(weights.values()), ctx.grad_scale, retain_graph=True, allow_unused=True)
+        finite = all_finite(grads)
+        pairs = zip(weights.items(), grads) if finite else ()
+        deltas = {n: self.weight_step(w.detach(), g) for (n, w), g in pairs if g is not None}
         self.last_weight_delta = deltas  # name -> detached v, for inspection
         perturbed = {n: weights[n] + v for n, v in deltas.items()}  # attached to w: ∇ at θ + v trains θ
         with ctx.rng.replay() if c.adv_replay_dropout else contextlib.nullcontext():
             logits = functional_call(ctx.model, perturbed, args=(ctx.batch,), kwargs=_forward_kwargs(ctx))
         adv_loss = ctx.loss_fn(logits, ctx.batch["labels"])
         rel = max((v.norm() / (weights[n].norm() + TINY)).item() for n, v in deltas.items()) if deltas else 0.0
-        return c.adv_weight * adv_loss, {"adv_loss": adv_loss.item(), "adv_weight_delta_rel": rel}
+        logs = {"adv_loss": adv_loss.item(), "adv_weight_delta_rel": rel}
+        if not finite:
+            logs["adv_nonfinite_grads"] = 1.0
+        return c.adv_weight * adv_loss, logs
 
     def weight_step(self, w: Tensor, g: Tensor) -> Tensor:
         """v = clamp(η·‖w‖·g/‖g‖, ±ε·|w|), detached."""
         c = self.cfg
-        v = c.adv_lr * w.norm() * g / (g.norm() + TINY)
+        v = (c.adv_lr * w.float().norm() * g / (g.norm() + TINY)).to(w.dtype)  # g: fp32
         if math.isinf(c.adv_eps):  # the paper's unclamped step (inf·|w| would be NaN where w = 0)
             return v.detach()
         bound = c.adv_eps * w.abs()

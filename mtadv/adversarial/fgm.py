@@ -7,8 +7,10 @@ Classification" (ICLR), Eq. (5)-(6):
 
 x are each example's word embeddings (B, T, H), masked to real tokens; g comes from the clean
 forward's graph, so FGM costs one extra forward. The norm is taken per example (the paper's
-‖g‖₂ over the sequence) with --adv_norm l2 --adv_norm_level example, or per token / ℓ∞ as
-configured. Paper defaults: ε = 5.0 on unit-normalized embeddings, λ = 1, ℓ2 per example.
+‖g‖₂ over the sequence) with --adv_norm l2 --adv_norm_level example, or per token as configured.
+Under ℓ∞, r_adv = ε · sign(g), the maximizer of the linearized loss in the ℓ∞ ball (Goodfellow,
+Shlens & Szegedy's FGSM). g is taken on the loss times the fp16 GradScaler's scale and unscaled in
+fp32; a non-finite g gives r_adv = 0 (logged as adv_nonfinite_grads). Paper defaults: ε = 5.0 on unit-normalized embeddings, λ = 1, ℓ2 per example.
 Popular fine-tuning recipes use ε ≈ 1.0 on raw BERT embeddings (flags: --adv_eps, --adv_weight,
 --adv_norm, --adv_norm_level; --adv_replay_dropout keeps the clean dropout masks).
 """
@@ -33,9 +35,16 @@ class FGM(Regularizer):
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
-        grad = clean_input_grad(ctx)  # (B, T, H)
-        delta = ascend(torch.zeros_like(grad), grad, c.adv_eps, c.adv_eps, ctx.mask, c.adv_norm, c.adv_norm_level)
+        grad = clean_input_grad(ctx)  # (B, T, H), fp32; None if not finite
+        zero = torch.zeros_like(ctx.embeds)
+        if grad is None:
+            delta = zero
+        else:
+            delta = ascend(zero, grad, c.adv_eps, c.adv_eps, ctx.mask, c.adv_norm, c.adv_norm_level, sign=True)
         self.last_delta = delta  # (B, T, H), detached, for inspection
         adv_loss = task_loss_at(ctx, delta, replay=c.adv_replay_dropout)
         delta_norm = norm_of(delta, c.adv_norm, c.adv_norm_level).max().item()
-        return c.adv_weight * adv_loss, {"adv_loss": adv_loss.item(), "adv_delta_norm": delta_norm}
+        logs = {"adv_loss": adv_loss.item(), "adv_delta_norm": delta_norm}
+        if grad is None:
+            logs["adv_nonfinite_grads"] = 1.0
+        return c.adv_weight * adv_loss, logs

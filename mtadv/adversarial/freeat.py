@@ -10,18 +10,22 @@ Training for Free!" (NeurIPS), Algorithm 1:
         θ ← θ − τ·g_θ                             (an optimizer step per replay)
         δ ← clip_ε(δ + ε · sign(g_δ))
 
-Here: `replays = m` (--freeat_replays) makes the trainer replay each batch m times with an
-optimizer step each; the trainer's step budget is epochs × batches, so the data passes are
-epochs/m and the total budget matches plain training. δ is a leaf tensor in the trainer's
-single backward, which fills δ.grad for free; `on_optimizer_step` then takes the ascent step
-δ ← Π_ε(δ + η·g/‖g‖) (ℓ∞ with η = ε is the paper's sign step up to the normalization).
+Here: `replays = m` (--freeat_replays) makes the trainer replay each batch of the tasks that use
+FreeAT m times with an optimizer step each, while FreeAT is active (not during --adv_warmup_steps
+or before --adv_start_epoch); other tasks' batches are trained once. The trainer's step budget is
+epochs × batches, so a single-task run makes epochs/m data passes and its total budget matches
+plain training. δ is a leaf tensor in the trainer's single backward, which fills δ.grad for free;
+`on_optimizer_step` then takes the ascent step δ ← Π_ε(δ + η·sign(g)) under ℓ∞, the paper's step
+(every coordinate moves by η), or δ ← Π_ε(δ + η·g/‖g‖₂) under ℓ2.
 
 δ carries over between replays and batches. Text batches differ in shape, so δ lives in a
 (B_max, T_max, H) buffer that grows to the largest batch seen: a (B, T) batch uses its top-left
-corner, and only its real tokens are updated. As with images in the paper, the perturbation a
-new batch inherits was found for other examples. The buffer is in `state_dict()`, so a
-checkpoint that saves regularizer state resumes it. As published, the step trains on λ·L(x + δ)
-alone; --adv_keep_clean_loss adds L(x).
+corner, masked to its real tokens and projected onto the ε-ball (after a shorter batch, a longer
+one's corner holds that batch's new values followed by older ones, whose sum can leave the ball),
+and only its real tokens are updated. As with images in the paper, the perturbation a new batch
+inherits was found for other examples. The buffer is in `state_dict()`, so a checkpoint that saves
+regularizer state resumes it. As published, the step trains on λ·L(x + δ) alone;
+--adv_keep_clean_loss adds L(x).
 Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, step = ε, m = 8 (flags: --freeat_replays, --adv_eps,
 --adv_lr, --adv_norm, --adv_norm_level, --adv_weight).
 """
@@ -35,7 +39,7 @@ from torch import Tensor, nn
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.adversarial.embedding_attack import task_loss_at
-from mtadv.adversarial.perturb import ascend, norm_of
+from mtadv.adversarial.perturb import ascend, norm_of, project
 from mtadv.config import AdvConfig
 
 
@@ -64,7 +68,8 @@ class FreeAT(Regularizer):
         if ctx.step != self.pending_step:  # a skipped (non-finite) step leaves stale leaves behind
             self.pending, self.pending_step = [], ctx.step
         mask = ctx.mask
-        delta = (self._corner(ctx.embeds) * mask).requires_grad_(True)  # (B, T, H) leaf
+        corner = project(self._corner(ctx.embeds) * mask, c.adv_eps, c.adv_norm, c.adv_norm_level)
+        delta = corner.requires_grad_(True)  # (B, T, H) leaf, inside the ε-ball
         self.pending.append((delta, mask))
         self.last_delta = delta.detach()
         adv_loss = task_loss_at(ctx, delta, replay=c.adv_replay_dropout)
@@ -72,12 +77,15 @@ class FreeAT(Regularizer):
         return c.adv_weight * adv_loss, {"adv_loss": adv_loss.item(), "adv_delta_norm": delta_norm}
 
     def on_optimizer_step(self, model: nn.Module) -> None:
-        """δ ← Π_ε(δ + η·g/‖g‖) with g = δ.grad from the step's backward, written back to the buffer."""
+        """δ ← Π_ε(δ + η·sign(g)) (ℓ∞) or Π_ε(δ + η·g/‖g‖₂), g = δ.grad from the step's backward, into the buffer."""
         c = self.cfg
         for delta, mask in self.pending:
             if delta.grad is None:
                 continue
-            new = ascend(delta, delta.grad, c.adv_lr, c.adv_eps, mask, c.adv_norm, c.adv_norm_level)
+            # δ.grad is scaled by the fp16 GradScaler like every gradient of that backward: the step's
+            # direction does not depend on the scale, and a non-finite step never reaches this hook
+            grad = delta.grad.float()
+            new = ascend(delta, grad, c.adv_lr, c.adv_eps, mask, c.adv_norm, c.adv_norm_level, sign=True)
             b, t = delta.shape[:2]
             self.buffer[:b, :t] = torch.where(mask.bool(), new, self.buffer[:b, :t])
         self.pending = []

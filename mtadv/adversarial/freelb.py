@@ -16,8 +16,10 @@ Implementation: the K adversarial losses are returned as one mean, so the traine
 backward yields exactly the averaged gradient; ∇_δ between steps comes from
 `torch.autograd.grad(..., inputs=[δ], retain_graph=True)`. This holds K graphs at once (memory
 grows with K) and recomputes the activation gradients once more than Algorithm 1; it keeps one
-backward per micro-step, which DDP needs. As published, the step trains on λ·(1/K) Σ L(x + δ_t)
-alone; --adv_keep_clean_loss adds L(x).
+backward per micro-step, which DDP needs. ∇_δ is taken on the step loss times the fp16 GradScaler's
+scale and unscaled in fp32; a non-finite one leaves δ where it is for the next step (logged as
+adv_nonfinite_grads). Under --adv_norm linf the step is α·g/‖g‖∞, as in the authors' code (not
+sign(g)). As published, the step trains on λ·(1/K) Σ L(x + δ_t) alone; --adv_keep_clean_loss adds L(x).
 
 Paper defaults (GLUE, RoBERTa-large, Table 7, they vary by task): K = 2-3, α = 1e-1 to 5e-2,
 ε_init = 1e-1 to 6e-1, ε_max = 0 (no projection) for most tasks, ℓ2 per example
@@ -59,14 +61,22 @@ class FreeLB(Regularizer):
             delta = project(delta, radius, c.adv_norm, c.adv_norm_level)
         self.deltas: list[Tensor] = []  # δ_0 .. δ_{K−1}, detached, for inspection
         total = torch.zeros((), device=ctx.embeds.device)
+        nonfinite = 0
         for t in range(c.adv_steps):
             self.deltas.append(delta.detach())
             delta.requires_grad_(True)
             step_loss = task_loss_at(ctx, delta, replay=True) / c.adv_steps  # attached: trains θ
             total = total + step_loss
             if t < c.adv_steps - 1:  # the last δ would never be used
-                grad = input_grad(step_loss, delta, retain_graph=True)
-                delta = ascend(delta, grad, c.adv_lr, radius, mask, c.adv_norm, c.adv_norm_level)
+                grad = input_grad(step_loss, delta, ctx.grad_scale, retain_graph=True)
+                if grad is None:  # δ stays; a fresh leaf, so the next loss's graph is its own
+                    nonfinite += 1
+                    delta = delta.detach()
+                else:
+                    delta = ascend(delta, grad, c.adv_lr, radius, mask, c.adv_norm, c.adv_norm_level)
         self.last_delta = self.deltas[-1]
         delta_norm = norm_of(self.last_delta, c.adv_norm, c.adv_norm_level).max().item()
-        return c.adv_weight * total, {"adv_loss": total.item(), "adv_delta_norm": delta_norm}
+        logs = {"adv_loss": total.item(), "adv_delta_norm": delta_norm}
+        if nonfinite:
+            logs["adv_nonfinite_grads"] = float(nonfinite)
+        return c.adv_weight * total, logs

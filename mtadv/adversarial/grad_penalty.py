@@ -12,18 +12,20 @@ loss's gradient times B (examples are independent in the encoder), so the penalt
 shrink with the batch size. `create_graph=True` makes the penalty differentiable w.r.t. θ; the
 trainer's single backward then does the double backprop. L(x) is recomputed in one extra forward
 with PyTorch's math attention kernel, because fused kernels (CPU flash attention) have no double
-backward. ε = 0 gives exactly zero.
+backward. ∇ₓ is taken on the loss times the fp16 GradScaler's scale and unscaled in fp32 (inside the
+graph, so the penalty stays differentiable); a non-finite one skips the penalty for the step (logged
+as adv_nonfinite_grads). ε = 0 gives exactly zero.
 Defaults: ε (--adv_eps) is the penalty weight; papers tune it in 1e-3 .. 1 (λ = --adv_weight
 multiplies it, like every term).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
+from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext, zero_loss
+from mtadv.adversarial.perturb import all_finite, scaled_grad
 
 
 @ADV_METHODS.register("grad_penalty")
@@ -42,8 +44,10 @@ class GradientPenalty(Regularizer):
         # so the loss is recomputed with the math kernel (same dropout masks: the same value).
         with sdpa_kernel(SDPBackend.MATH):
             clean = ctx.loss_fn(ctx.forward(ctx.embeds, replay_dropout=True), ctx.batch["labels"])
-        (grad,) = torch.autograd.grad(clean * batch, [ctx.embeds], create_graph=True)  # (B, T, H)
-        sq_norm = (grad * ctx.mask).float().pow(2).sum(dim=(1, 2))  # (B,)
+        (grad,) = scaled_grad(clean * batch, [ctx.embeds], ctx.grad_scale, create_graph=True)  # (B, T, H) fp32
+        if not all_finite([grad]):
+            return zero_loss(ctx), {"adv_nonfinite_grads": 1.0}
+        sq_norm = (grad * ctx.mask).pow(2).sum(dim=(1, 2))  # (B,)
         penalty = 0.5 * c.adv_eps * sq_norm.mean()
         logs = {"adv_loss": penalty.item(), "input_grad_norm": sq_norm.sqrt().mean().item()}
         return c.adv_weight * penalty, logs
