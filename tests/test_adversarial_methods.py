@@ -551,3 +551,71 @@ def test_scaled_grad_keeps_small_fp16_gradients():
     assert (unscaled == 0).float().mean() > 0.5  # underflow: the problem the scale solves
     assert (scaled == 0).float().mean() == 0
     assert cosine(scaled.flatten(), want.flatten()) > 0.999
+
+
+@pytest.mark.parametrize("precision,scale", [("fp32", 1.0), ("fp16", 2.0**16)])
+def test_trainer_passes_the_grad_scalers_scale(precision, scale, tiny_encoder, tmp_path, monkeypatch):
+    from mtadv.adversarial.smart import SmartRegularizer
+    from mtadv.build import build_trainer
+
+    scales: list[float] = []
+    original = SmartRegularizer.loss
+
+    def spy(self, ctx):
+        scales.append(ctx.grad_scale)
+        return original(self, ctx)
+
+    monkeypatch.setattr(SmartRegularizer, "loss", spy)
+    train = {"max_steps": 1, "precision": precision, "device": "cpu"}
+    trainer = build_trainer(_tiny_run_config(tiny_encoder, tmp_path / "run", train, name="smart"))
+    trainer.train()
+    assert scales == [scale]  # GradScaler's initial scale under fp16; 1.0 without it
+
+
+def _reference_direction(model, tasks, batch, d0: torch.Tensor) -> torch.Tensor:
+    """The power iteration in float64 (model, loss and arithmetic), at a finite difference of 1e-6 of ‖x‖."""
+    import copy
+
+    from mtadv.adversarial.vat import power_iteration
+
+    ctx = make_ctx(copy.deepcopy(model).double(), tasks, "rte", batch)
+    d = power_iteration(
+        ctx.forward, ctx.embeds, ctx.logits.detach(), ctx.mask, ctx.divergence, d0.double(),
+        xi=1e-6, steps=1, norm="l2", level="example",
+    )  # fmt: skip
+    return d.float()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_vat_default_xi_finds_the_float64_direction(dtype, tiny_encoder, tasks, tokenizer):
+    """VAT's default ξ and its fp32 power iteration give the float64 direction on every example, under
+    fp32 and under bf16 / fp16 autocast (the step's clean output is then half precision)."""
+    from mtadv.adversarial.perturb import gaussian_noise
+    from mtadv.adversarial.vat import VAT, power_iteration
+
+    model = make_model(tiny_encoder, tasks).eval()  # no dropout: float64 and fp32 forwards are comparable
+    batch = make_batch(tokenizer, "rte")
+    torch.manual_seed(1)
+    d0 = gaussian_noise(model.embed(batch).detach(), 1.0, make_ctx(model, tasks, "rte", batch).mask)
+    want = _reference_direction(model, tasks, batch, d0)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        ctx = make_ctx(model, tasks, "rte", batch)
+        d = power_iteration(
+            ctx.forward, ctx.embeds, ctx.logits.detach(), ctx.mask, ctx.divergence, d0,
+            xi=VAT.defaults["vat_xi"], steps=1, norm="l2", level="example",
+            grad_scale=2.0**16 if dtype == torch.float16 else 1.0,
+        )  # fmt: skip
+    cos = cosine(d.flatten(1), want.flatten(1))  # (B,)
+    assert torch.all(want.flatten(1).norm(dim=1) > 0.99)  # the reference found a direction everywhere
+    assert torch.all(cos >= 0.99), cos
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_vat_under_autocast_perturbs_every_example(dtype, tiny_encoder, tasks, tokenizer):
+    model = make_model(tiny_encoder, tasks)
+    reg = ADV_METHODS.get("vat")(adv_config("vat", **ADV_METHODS.get("vat").defaults))
+    with torch.autocast("cpu", dtype=dtype):
+        ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"))
+        loss, _ = reg.loss(ctx)
+    assert torch.isfinite(loss) and loss > 0
+    assert torch.allclose(norm_of(reg.last_delta, "l2", "example").flatten(), torch.tensor(reg.cfg.adv_eps))

@@ -137,6 +137,40 @@ def test_rs_gradient_follows_the_reference_criterion(gap):
     torch.testing.assert_close(ours_clean, ref_clean)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ascent_under_autocast_matches_fp32(model, tasks, batch, dtype, monkeypatch):
+    """SMART's ascent gradient at ε = 1e-3 (σ = 1e-5) under fp16 (GradScaler scale 2^16) and bf16 autocast:
+    no underflowed coordinates and the fp32 direction (a half-precision ascent loses most of both)."""
+    import mtadv.adversarial.smart as smart
+
+    grads: list[torch.Tensor] = []
+    real = smart.scaled_grad
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        grads.append(out[0].detach().clone())
+        return out
+
+    monkeypatch.setattr(smart, "scaled_grad", spy)
+    cfg = smart_cfg(adv_init_mag=1e-5, adv_lr=1e-3, adv_eps=1e-3, adv_steps=1, adv_norm="linf")
+
+    def ascent_grad(autocast_dtype, scale: float) -> torch.Tensor:
+        grads.clear()
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            ctx = make_ctx(model, tasks["mrpc"], batch)
+            ctx.grad_scale = scale
+            SmartRegularizer(cfg).loss(ctx)
+        return grads[0]
+
+    want = ascent_grad(None, 1.0)
+    got = ascent_grad(dtype, 2.0**16 if dtype == torch.float16 else 1.0)
+    real_tokens = token_mask(batch, want).expand_as(want).bool()
+    g, w = got[real_tokens].double(), want[real_tokens].double()
+    assert (g == 0).double().mean() <= 0.02
+    assert (g * w).sum() / (g.norm() * w.norm()) >= 0.95
+
+
 def test_regression_divergence_on_matching_shapes(model, tasks, batch):
     mse = DIVERGENCES.get("mse")
     a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 5.0])
