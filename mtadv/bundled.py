@@ -49,10 +49,10 @@ def resolve_task_def(value: str) -> str:
 
 
 def resolve_data_dir(value: str) -> str:
-    """--data_dir as given when it exists; else the bundled copy of a repo-relative `data/...` folder
-    (the default, data/glue_sample, is the embedded GLUE sample)."""
+    """--data_dir as given when it exists; else the bundled copy of a repo-relative `data/<sample>` folder
+    (the default, data/glue_sample, is the embedded GLUE sample; data/mlm_sample the MLM corpus)."""
     path = Path(value)
-    if path.exists() or path.is_absolute() or not path.parts or path.parts[0] != "data":
+    if path.exists() or path.is_absolute() or len(path.parts) < 2 or path.parts[0] != "data":
         return value
     where = bundled_dir("data")
     bundled = where.joinpath(*path.parts[1:]) if where is not None else None

@@ -202,3 +202,22 @@ def test_freeat_replays_are_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="freeat_replays=1"):
         make_trainer(tmp_path, tokenizer, adv="freeat", freeat_replays=2)
     assert make_trainer(tmp_path, tokenizer, adv="freeat").regularizers[0].replays == 1
+
+
+def test_the_example_script_runs(tmp_path, tiny_encoder):
+    """examples/hf_trainer_glue.py on the embedded MRPC sample, a tiny encoder, 2 steps, SMART with its teacher."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("hf_trainer_glue", repo / "examples" / "hf_trainer_glue.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    mrpc = repo / "data" / "glue_sample" / "MRPC"
+    example.main(
+        ["--train", str(mrpc / "train.tsv"), "--dev", str(mrpc / "dev.tsv"), "--text_a", "#1 String",
+         "--text_b", "#2 String", "--label", "Quality", "--model", str(tiny_encoder), "--max_steps", "2",
+         "--batch_size", "4", "--adv", "smart", "--adv_eps", "1e-2", "--bregman_mu", "1",
+         "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "teacher").is_dir()
