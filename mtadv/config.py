@@ -154,12 +154,20 @@ class AdvConfig:
         "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
     )
     freeat_replays: int = method_opt(
-        2, "FreeAT: replays m of each batch, an optimizer step each (epochs are divided by m)", ge=1
+        2,
+        "FreeAT: trains each batch of its task m times, an optimizer step each (the step budget stays "
+        "epochs × batches, so every task sees fewer passes)",
+        ge=1,
     )
     freelb_max_norm: float = method_opt(
         0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)", ge=0
     )
-    vat_xi: float = method_opt(1e-6, "VAT: finite-difference scale ξ of the power iteration", gt=0)
+    vat_xi: float = method_opt(
+        1e-6,
+        "VAT: finite-difference step ξ of the power iteration, relative to the norm of the perturbed tensor "
+        "(per example or per token, as --adv_norm_level)",
+        gt=0,
+    )
     adv_keep_clean_loss: bool = method_opt(
         False,
         "PGD, FreeAT, FreeLB, AWP: also train on the clean loss L(x) (the fine-tuning-recipe variant); by default "

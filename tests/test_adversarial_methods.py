@@ -36,7 +36,9 @@ NO_INPUT_PERTURBATION = {
     for n in METHODS
     if ADV_METHODS.get(n).space is None or getattr(ADV_METHODS.get(n), "perturbation_radius", 0) is None
 }
-LOSS_AT_PERTURBED_INPUT = {"fgm", "pgd", "freeat", "freelb", "awp"}  # the rest add a divergence or penalty
+# by declared trait: the term is a loss at x + δ (the rest add a divergence or a penalty)
+LOSS_AT_PERTURBED_INPUT = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation == "clean_loss"}
+NOTHING_TO_ZERO = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation is None}
 
 PAIRS = [
     ("A plane is taking off.", "An air plane is taking off."),
@@ -191,7 +193,7 @@ def test_deterministic_for_a_seed(name, tiny_encoder, tasks, tokenizer):
     assert grads1.keys() == grads2.keys() and all(torch.equal(grads1[k], grads2[k]) for k in grads1)
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", sorted(set(METHODS) - NOTHING_TO_ZERO))
 def test_zero_perturbation(name, tiny_encoder, tasks, tokenizer):
     """ε = 0, init 0, step 0: a divergence term vanishes; a loss at x + 0 is the clean loss."""
     model = make_model(tiny_encoder, tasks)
@@ -202,8 +204,8 @@ def test_zero_perturbation(name, tiny_encoder, tasks, tokenizer):
     clean = ctx.task_loss.detach()
     if name in LOSS_AT_PERTURBED_INPUT:
         assert torch.isclose(loss, clean, rtol=1e-6, atol=0)
-    else:  # divergence terms and penalties (a method registered later may be either kind)
-        assert loss.item() == 0 or torch.isclose(loss, clean, rtol=1e-6, atol=0)
+    else:  # divergence terms and penalties
+        assert loss.item() == 0
 
 
 # ------------------------------------------------------------------ method-specific
@@ -494,15 +496,20 @@ def test_multitask_cli_run_with_grad_accum(name, tiny_encoder, tmp_path):
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     adv_logged = [(row, k[: -len("adv_loss")]) for row in history for k in row if k.endswith("/adv_loss")]
     assert adv_logged, "the regularizer never ran"
-    if name in LOSS_AT_PERTURBED_INPUT - {"fgm"}:  # adversarial training as published: no clean loss
+    if ADV_METHODS.get(name)(adv_config(name)).replaces_task_loss:  # as published: no clean loss
         assert all(row[p + "total_loss"] == pytest.approx(row[p + "adv_loss"], rel=1e-5) for row, p in adv_logged)
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_which_methods_replace_the_clean_loss(name):
+def test_keep_clean_loss_always_keeps_it(name):
     published = ADV_METHODS.get(name)(adv_config(name)).replaces_task_loss
     keep = ADV_METHODS.get(name)(adv_config(name, adv_keep_clean_loss=True)).replaces_task_loss
-    assert published == (name in {"pgd", "freeat", "freelb", "awp"}) and not keep
+    assert not keep and (not published or ADV_METHODS.get(name).at_zero_perturbation == "clean_loss")
+
+
+def test_the_published_adversarial_training_methods_replace_the_clean_loss():
+    replacing = {n for n in METHODS if ADV_METHODS.get(n)(adv_config(n)).replaces_task_loss}
+    assert {"pgd", "freeat", "freelb", "awp"} <= replacing and not {"fgm", "smart", "vat", "rdrop"} & replacing
 
 
 @pytest.mark.integration

@@ -4,8 +4,8 @@ A regularizer sees the model, the batch, the task definition and the clean outpu
 returns a loss (added to the task loss before the step's single backward) plus scalars to log.
 Methods that must restructure the step get it through generic hooks, not by the trainer
 knowing them by name:
-- `replays` > 1: the trainer replays each batch that many times with an optimizer step each
-  (FreeAT), dividing the epoch count by it so the budget matches;
+- `replays` > 1: the trainer trains each batch of a task whose active regularizer replays that many
+  times, with an optimizer step each (FreeAT); the step budget stays epochs × groups;
 - `on_optimizer_step(model)`: after each optimizer step (the EMA teacher's update);
 - `state_dict()` / `load_state_dict()`: state carried across steps, saved in checkpoints.
 """
@@ -75,6 +75,10 @@ class Regularizer:
     # --config, a preset); the task definition's `adv:` still wins. Document each value's source.
     defaults: ClassVar[dict[str, Any]] = {}
     replays: int = 1
+    # What the term equals at a zero perturbation (radius, noise and step 0), a trait the registry-wide
+    # tests select by: "zero" (a divergence or penalty), "clean_loss" (a loss at x + δ), or None (no
+    # perturbation to zero).
+    at_zero_perturbation: ClassVar[str | None] = "zero"
     # True: the step trains on this method's loss instead of the clean task loss (adversarial training as
     # PGD/FreeAT/FreeLB/AWP publish it); the clean forward still supplies ctx. The loss must carry a graph.
     replaces_task_loss: bool = False

@@ -30,6 +30,7 @@ class FGM(Regularizer):
     """λ · L(x + ε·g/‖g‖)."""
 
     name = "fgm"
+    at_zero_perturbation = "clean_loss"
     # The fine-tuning recipe's scale on raw embeddings (ε = 1.0), ℓ2 over each example's tokens.
     defaults = {"adv_eps": 1.0, "adv_norm": "l2", "adv_norm_level": "example"}
 

@@ -48,6 +48,7 @@ class FreeAT(Regularizer):
     """λ · L(x + δ) with δ carried across replays and batches and updated after each step."""
 
     name = "freeat"
+    at_zero_perturbation = "clean_loss"
     # The paper's step = ε, on the text methods' scale (ℓ2 per example, ε = 1.0; the paper's 8/255 is
     # for pixels in [0, 1]).
     defaults = {"adv_eps": 1.0, "adv_lr": 1.0, "adv_norm": "l2", "adv_norm_level": "example"}

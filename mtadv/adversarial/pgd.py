@@ -33,6 +33,7 @@ class PGD(Regularizer):
     """λ · L(x + δ_K), δ_K from K projected ascent steps inside the ε-ball."""
 
     name = "pgd"
+    at_zero_perturbation = "clean_loss"
     # The text recipe: ℓ2 per example, ε = 1.0, α = 0.3, K = 3, started at δ = 0.
     defaults = {"adv_eps": 1.0, "adv_lr": 0.3, "adv_steps": 3, "adv_init_mag": 0.0, "adv_norm": "l2",
                 "adv_norm_level": "example"}  # fmt: skip

@@ -123,6 +123,7 @@ class SmartRegularizer(Regularizer):
     """λ_s · R_s, with ℓ_s the task's adversarial divergence (task definition `adv_loss`)."""
 
     name = "smart"
+    at_zero_perturbation = "zero"
 
     def __init__(self, cfg: AdvConfig) -> None:
         super().__init__(cfg)

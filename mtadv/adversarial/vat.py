@@ -86,6 +86,7 @@ class VAT(Regularizer):
     """λ · D(f(x), f(x + r_vadv)); needs no labels."""
 
     name = "vat"
+    at_zero_perturbation = "zero"
     # The paper's K = 1, ℓ2 per example; ε = 1.0 (its 5.0 is on unit-normalized embeddings); ξ = 1e-2 of ‖x‖,
     # resolved by the fp32 power iteration (the module docstring says why not the paper's absolute 1e-6).
     defaults = {"adv_eps": 1.0, "adv_steps": 1, "vat_xi": 1e-2, "adv_norm": "l2", "adv_norm_level": "example"}
