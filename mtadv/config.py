@@ -235,7 +235,7 @@ class MLMConfig:
 
 @dataclass
 class AttackConfig:
-    """Settings of the robustness attacks (train.py --eval_attack, predict.py --attack; docs/robustness.md)."""
+    """Settings of the robustness attacks that train.py and predict.py score under (docs/robustness.md)."""
 
     attack_eps: float = opt(
         0.1, "pgd: radius ε in --attack_space's units (embedding: relative to each token's RMS)", ge=0
