@@ -88,9 +88,10 @@ def markdown() -> str:
 
 def predict_markdown() -> str:
     """The flag table of docs/predict.md (the block between its predict-flags markers)."""
+    from mtadv.config import AttackConfig
     from mtadv.predict import PredictConfig
 
-    return "\n".join(table(section_rows(PredictConfig)))
+    return "\n".join(table(section_rows(PredictConfig) + section_rows(AttackConfig)))
 
 
 def replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
