@@ -221,3 +221,56 @@ def test_the_example_script_runs(tmp_path, tiny_encoder):
          "--output_dir", str(tmp_path / "out")]
     )  # fmt: skip
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "teacher").is_dir()
+
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from pathlib import Path
+from transformers import BertTokenizerFast
+import test_hf_trainer as T
+
+out = Path({out!r})
+model = T.tiny_model("sequence", dropout=0.0)
+before = T.weights(model)
+trainer = T.make_trainer(
+    out, BertTokenizerFast.from_pretrained({encoder!r}), model=model, data=T.tiny_dataset("sequence", n=4, length=10),
+    adv="fgm", max_steps=1, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, per_device_train_batch_size=2,
+)
+trainer.train()
+after = T.weights(model)
+if trainer.args.process_index == 0:
+    assert trainer.args.world_size == 2, trainer.args.world_size
+    torch.save(torch.cat([(after[k] - before[k]).flatten() for k in before]), out / "update.pt")
+"""
+
+
+@pytest.mark.integration
+def test_ddp_through_torchrun_takes_the_single_process_step(tmp_path, tokenizer, tiny_encoder):
+    """2 processes × batch 2 (torchrun, gloo) == 1 process × batch 4: FGM's extra forward through the unwrapped
+    model, the clean one through DDP, one backward."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = tiny_model("sequence", dropout=0.0)
+    before = weights(model)
+    make_trainer(
+        tmp_path / "one", tokenizer, model=model, data=tiny_dataset("sequence", n=4, length=10), adv="fgm",
+        max_steps=1, optim="sgd", learning_rate=1.0, max_grad_norm=0.0, per_device_train_batch_size=4,
+    ).train()  # fmt: skip
+    after = weights(model)
+    single = torch.cat([(after[k] - before[k]).flatten() for k in before])
+    script = tmp_path / "ddp.py"
+    tests = str(Path(__file__).resolve().parent)
+    script.write_text(DDP_SCRIPT.format(tests=tests, out=str(tmp_path / "ddp"), encoder=str(tiny_encoder)))
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, str(script)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp" / "update.pt")
+    assert single.norm() > 0 and (ddp - single).norm() <= 1e-5 * single.norm()
