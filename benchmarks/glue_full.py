@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from glue_small import _claim, _primary, _train_stats, paired_table, prepare_data, table
+from glue_small import _claim, _primary, _train_stats, config_flags, paired_table, prepare_data, table
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOCOL = ["--epochs", "3", "--batch_size", "16", "--max_seq_len", "128", "--precision", "fp32"]
@@ -61,21 +61,11 @@ for _lam in (1.0, 5.0, 20.0):
     CONFIGS[f"sift_l{_lam:g}"] = ["--adv", "sift", "--adv_weight", f"{_lam:g}"]
 
 
-def config_flags(name: str) -> list[str]:
-    if name in CONFIGS:
-        return CONFIGS[name]
-    from mtadv.adversarial import ADV_METHODS
-
-    if name in ADV_METHODS:
-        return ["--adv", name]
-    raise SystemExit(f"unknown config {name!r}; known: {sorted(CONFIGS)} or a method name")
-
-
 def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str, extra: list[str]) -> list[str]:
     cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
     cmd += ["--output_dir", run_dir, "--seed", str(job["seed"]), "--init_checkpoint", init_checkpoint]
     cmd += ["--cache_dir", f"{run_dir}/tok", "--log_steps", "20", *PROTOCOL]
-    return cmd + config_flags(job["config"]) + extra
+    return cmd + config_flags(job["config"], CONFIGS) + extra
 
 
 def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:

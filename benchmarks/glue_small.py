@@ -82,14 +82,16 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
-def config_flags(name: str) -> list[str]:
-    if name in CONFIGS:
-        return CONFIGS[name]
+def config_flags(name: str, configs: dict[str, list[str]] | None = None) -> list[str]:
+    """The train.py flags of a named config (of `configs`, default this sweep's), or `--adv NAME`."""
+    configs = CONFIGS if configs is None else configs
+    if name in configs:
+        return configs[name]
     from mtadv.adversarial import ADV_METHODS
 
     if name in ADV_METHODS:
         return ["--adv", name]
-    raise SystemExit(f"unknown config {name!r}; known: {sorted(CONFIGS)} or a method name")
+    raise SystemExit(f"unknown config {name!r}; known: {sorted(configs)} or a method name")
 
 
 def prepare_data(glue_dir: Path, cache: Path) -> Path:
