@@ -71,13 +71,13 @@ def timed_step(trainer, group, device: torch.device) -> tuple[float, float]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
-        trainer._optimizer_step(group)
+        trainer.train_step(group)
         torch.cuda.synchronize()
         return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - base) / 2**20
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _status_kib("VmRSS")
     t0 = time.perf_counter()
-    trainer._optimizer_step(group)
+    trainer.train_step(group)
     dt = time.perf_counter() - t0
     return dt, (_status_kib("VmHWM") - base) / 1024
 
@@ -94,11 +94,11 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: make_trainer(flags, args, f"{tmp}/{i}") for i, (name, flags) in enumerate(METHODS.items())}
         first = trainers["plain"]
-        groups = list(islice(first._groups(0, 0), args.warmup + args.steps))  # the same batches for everyone
+        groups = list(islice(first.batches(0, 0), args.warmup + args.steps))  # the same batches for everyone
         device = first.device
         for t in trainers.values():  # warm-up: allocator, first-call overheads
             for g in groups[: args.warmup]:
-                t._optimizer_step(g)
+                t.train_step(g)
         times = {n: [] for n in trainers}
         mems = {n: [] for n in trainers}
         for _ in range(args.repeats):

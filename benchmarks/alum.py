@@ -72,12 +72,12 @@ def time_steps(args: argparse.Namespace) -> dict:
     parser = build_parser("alum timing")
     plain = build_trainer(config_from_args(parser.parse_args(argv)))
     regs = {"none": {}, "alum": build_regularizers(config_from_args(parser.parse_args([*argv, "--alum"])), plain.tasks)}
-    groups = [g for _, g in zip(range(args.steps + 1), plain._groups(0, 0))]
+    groups = [g for _, g in zip(range(args.steps + 1), plain.batches(0, 0))]
     rows: dict[str, list[tuple[float, float]]] = {"none": [], "alum": []}
     for i, group in enumerate(groups):
         for name in ("none", "alum"):
             plain.regularizers = regs[name]
-            cpu, wall = cpu_and_wall(lambda g=group: plain._optimizer_step(g))
+            cpu, wall = cpu_and_wall(lambda g=group: plain.train_step(g))
             if i > 0:  # the first step of each warms up allocators and kernels
                 rows[name].append((cpu, wall))
     med = {n: (statistics.median(c for c, _ in r), statistics.median(w for _, w in r)) for n, r in rows.items()}

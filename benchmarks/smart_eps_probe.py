@@ -84,9 +84,9 @@ def main() -> None:
         argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
         argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
         trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
-        groups = list(islice(trainer._groups(0, 0), args.train_steps + args.batches))
+        groups = list(islice(trainer.batches(0, 0), args.train_steps + args.batches))
         for g in groups[: args.train_steps]:
-            trainer._optimizer_step(g)
+            trainer.train_step(g)
         probe = groups[args.train_steps :]
         if args.only_spaces:
             return space_table(trainer, probe, args.train_steps)

@@ -83,12 +83,12 @@ def timed_step(trainer, group, device) -> tuple[float, float]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
-        trainer._optimizer_step(group)
+        trainer.train_step(group)
         torch.cuda.synchronize()
         return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - base) / 2**20
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        trainer._optimizer_step(group)
+        trainer.train_step(group)
         dt = time.perf_counter() - t0
     return dt, mem.peak / 2**20
 
@@ -105,14 +105,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: make_trainer(flags, args, f"{tmp}/{i}") for i, (name, flags) in enumerate(VARIANTS.items())}
         first = next(iter(trainers.values()))
-        groups = list(islice(first._groups(0, 0), args.warmup + args.steps))
+        groups = list(islice(first.batches(0, 0), args.warmup + args.steps))
         device = first.device
         counters = {name: count_work(t) for name, t in trainers.items()}
         times = {n: [] for n in trainers}
         mems = {n: [] for n in trainers}
         for t in trainers.values():  # warm-up (allocator, kernels, teacher creation)
             for g in groups[: args.warmup]:
-                t._optimizer_step(g)
+                t.train_step(g)
         for c in counters.values():
             c.update(fwd=0, weight_grads=0)
         for _ in range(args.repeats):

@@ -111,16 +111,16 @@ def main() -> None:
 
 
 def run(trainer, args) -> None:
-    trained = [r for r in trainer._unique_regularizers() if isinstance(r, BregmanTeacher)]
+    trained = [r for r in trainer.unique_regularizers() if isinstance(r, BregmanTeacher)]
     shadow = None if trained else shadow_teacher(trainer)
     rows, step = [], 0
     for epoch in range(args.epochs):
-        for group in trainer._groups(epoch, 0):
+        for group in trainer.batches(epoch, 0):
             task, batch = group[0]
             teacher = (shadow or trained[0]).teacher
             if step % args.every == 0 and step > 0 and teacher is not None:
                 rows.append((step, measure(trainer, teacher, task, batch, args.masks)))
-            trainer._optimizer_step(group)
+            trainer.train_step(group)
             trainer.state.step = step = step + 1
             if shadow is not None:
                 shadow.on_optimizer_step(trainer.model)

@@ -111,15 +111,15 @@ class OursSide:
         )
         self.trainer = build_trainer(cfg)
         # Evaluation and the best-checkpoint write are not part of training throughput.
-        self.trainer._evaluate_and_keep_best = lambda: None
-        self.trainer._finish = lambda seconds: {}
-        self._optimizer_step = self.trainer._optimizer_step
-        self.trainer._optimizer_step = self._timed_step
+        self.trainer.evaluate_and_keep_best = lambda: None
+        self.trainer.finish = lambda: {}
+        self.train_step = self.trainer.train_step
+        self.trainer.train_step = self._timed_step
         self.segment = Segment()
 
     def _timed_step(self, group):
         batch_stats = [_batch_stats(batch) for _, batch in group]
-        logs = self._optimizer_step(group)
+        logs = self.train_step(group)
         self.segment.stamps.append(time.perf_counter())
         self.segment.cpu_stamps.append(time.process_time())
         self.segment.steps.append(tuple(map(sum, zip(*batch_stats))))

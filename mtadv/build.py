@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from transformers import set_seed
 
-from mtadv import distributed, run_dir
+from mtadv import distributed, faults, run_dir
 from mtadv.adversarial import build_regularizers
 from mtadv.bundled import check_model_package
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
@@ -27,6 +27,7 @@ from mtadv.model import MultiTaskModel
 from mtadv.pipelines import pipeline_for
 from mtadv.resume import load_training_state
 from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
+from mtadv.teacher import BregmanTeacher, TeacherCallback
 from mtadv.tracking import RunTracker
 from mtadv.trainer import LOWER_IS_BETTER, Trainer
 
@@ -188,6 +189,17 @@ def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
         )
 
 
+def build_callbacks(cfg: RunConfig, regularizers: dict[str, list]) -> list:
+    """The trainer's callbacks (mtadv.callbacks): the EMA teacher's, when there is one (or its evaluation
+    is asked for), and the reliability tests' fault injection while MTADV_FAULT is set."""
+    callbacks: list = []
+    if cfg.teacher.eval_with_teacher or any(isinstance(r, BregmanTeacher) for rs in regularizers.values() for r in rs):
+        callbacks.append(TeacherCallback(cfg.teacher.eval_with_teacher))
+    if faults.enabled():
+        callbacks.append(faults.FaultInjection())
+    return callbacks
+
+
 def build_trainer(cfg: RunConfig) -> Trainer:
     cfg = check_config(cfg)  # every flag's range; --tasks stripped, --data_dir absolute
     tc = cfg.train
@@ -231,6 +243,7 @@ def build_trainer(cfg: RunConfig) -> Trainer:
         ddp_model=ddp_model,
         rank=dist_info.rank,
         world_size=dist_info.world_size,
+        callbacks=build_callbacks(cfg, regularizers),
     )
     if resume_from is not None:
         load_training_state(trainer, resume_from)

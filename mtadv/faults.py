@@ -9,7 +9,9 @@
     nan_loss@k          the loss is NaN on every micro-step from optimizer step k (0-based) on
     nan_loss_once@k     the loss is NaN in optimizer step k (0-based) only
 
-The tests use these to stop a real run at an exact point (a kill from outside lands anywhere,
+The trainer runs `after_step` as a callback (FaultInjection, attached by mtadv.build only while
+the variable is set); `in_save` and `loss_is_poisoned` sit inside a checkpoint write and a
+micro-step, where no callback event reaches. The tests use these to stop a real run at an exact point (a kill from outside lands anywhere,
 which is also tested, but cannot be aimed). Nothing here runs when the variable is unset.
 """
 
@@ -58,3 +60,14 @@ def loss_is_poisoned(step: int) -> bool:
     if not os.environ.get(ENV):
         return False
     return any(step >= k for k in _armed("nan_loss")) or step in _armed("nan_loss_once")
+
+
+def enabled() -> bool:
+    return bool(os.environ.get(ENV))
+
+
+class FaultInjection:
+    """A trainer callback (mtadv.callbacks): kill or signal the run right after an exact step."""
+
+    def on_step_end(self, trainer, logs: dict[str, float]) -> None:
+        after_step(trainer.state.step)

@@ -24,12 +24,11 @@ partially-accumulated gradient or half-replayed batch is ever part of the state.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +38,9 @@ from torch import Tensor
 from mtadv import faults
 from mtadv.checkpoint import torch_load
 from mtadv.errors import UserError
+
+if TYPE_CHECKING:  # mtadv.trainer imports this module
+    from mtadv.trainer import Trainer
 
 STATE_DIR = "training_state"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -139,14 +141,12 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- save
-def rank_local_state(trainer) -> dict[str, Packed]:
+def rank_local_state(trainer: Trainer) -> dict[str, Packed]:
     """What differs between DDP ranks: RNG streams and (possibly) regularizer state."""
-    unique, layout = _unique_regularizers(trainer.regularizers)
-    regs = {"states": [r.state_dict() for r in unique], "tasks": layout, "names": [r.name for r in unique]}
-    return {"rng": pack(capture_rng(trainer.device)), "regularizers": pack(regs)}
+    return {"rng": pack(capture_rng(trainer.device)), "regularizers": pack(trainer.state_dict()["regularizers"])}
 
 
-def _unique_regularizers(regularizers: dict[str, list]) -> tuple[list, dict[str, list[int]]]:
+def unique_regularizers(regularizers: dict[str, list]) -> tuple[list, dict[str, list[int]]]:
     """Each regularizer object once (the EMA teacher is shared by tasks), and task -> indices into them."""
     unique: list = []
     index: dict[int, int] = {}  # id(regularizer) -> position in unique
@@ -160,25 +160,22 @@ def _unique_regularizers(regularizers: dict[str, list]) -> tuple[list, dict[str,
     return unique, layout
 
 
-def write_training_state(directory: Path, trainer, rank_states: list[dict[str, Packed]]) -> None:
-    """Write training_state/ into a checkpoint being assembled (inside its atomic temp dir)."""
+def write_training_state(directory: Path, trainer: Trainer, rank_states: list[dict[str, Packed]]) -> None:
+    """Write training_state/ into a checkpoint being assembled (inside its atomic temp dir): rank 0's
+    Trainer.state_dict(), bar its regularizers, which come with every rank's RNG in rank_states."""
+    sd = trainer.state_dict()
     d = directory / STATE_DIR
     d.mkdir()
     meta = {
         "format_version": STATE_FORMAT,
         "world_size": len(rank_states),
-        "total_steps": trainer.total_steps,
+        "total_steps": sd["total_steps"],
         "history_bytes": _size(Path(trainer.tracker.output_dir) / HISTORY_FILE),  # resume cuts history.jsonl here
-        "state": dataclasses.asdict(trainer.state),
+        "state": sd["state"],
     }
     (d / TRAINER_STATE_FILE).write_text(json.dumps(meta, indent=1))
-    optim = {
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
-    }
-    torch.save(optim, d / OPTIMIZER_FILE)
-    faults.in_save(trainer.state.step)  # tests: a crash or a full disk half-way through the write
+    torch.save({k: sd[k] for k in ("optimizer", "scheduler", "scaler")}, d / OPTIMIZER_FILE)
+    faults.in_save(sd["state"]["step"])  # tests: a crash or a full disk half-way through the write
     for rank, st in enumerate(rank_states):
         write_packed(st["rng"], d, f"rng-rank{rank}")
         if rank == 0 or not same_packed(st["regularizers"], rank_states[0]["regularizers"]):
@@ -213,8 +210,8 @@ def saved_history_bytes(checkpoint: Path) -> int:
     return int(meta.get("history_bytes", 0))
 
 
-def load_training_state(trainer, checkpoint: Path) -> None:
-    """Restore optimizer, scheduler, scaler, regularizers, TrainState and RNG (RNG last)."""
+def load_training_state(trainer: Trainer, checkpoint: Path) -> None:
+    """Read a checkpoint's training_state/ into Trainer.load_state_dict(), then restore the RNG (last)."""
     d = checkpoint / STATE_DIR
     meta = json.loads((d / TRAINER_STATE_FILE).read_text())
     if meta.get("format_version") != STATE_FORMAT:
@@ -224,13 +221,13 @@ def load_training_state(trainer, checkpoint: Path) -> None:
             f"{checkpoint}: saved for {meta['total_steps']} optimizer steps but this run has {trainer.total_steps}; "
             "resume with the original --epochs/--max_steps/--batch_size/--grad_accum"
         )
-    optim = torch_load(d / OPTIMIZER_FILE)
-    trainer.optimizer.load_state_dict(optim["optimizer"])
-    trainer.scheduler.load_state_dict(optim["scheduler"])
-    trainer.scaler.load_state_dict(optim["scaler"])
-    _load_regularizers(trainer, d)
-    known = {f.name for f in dataclasses.fields(trainer.state)}
-    trainer.state = dataclasses.replace(trainer.state, **{k: v for k, v in meta["state"].items() if k in known})
+    sd = dict(torch_load(d / OPTIMIZER_FILE))  # optimizer, scheduler, scaler
+    sd["regularizers"] = unpack(read_packed(d, _rank_stem(d, "regularizers", trainer.rank), trainer.device))
+    sd["state"], sd["total_steps"] = meta["state"], meta["total_steps"]
+    try:
+        trainer.load_state_dict(sd)
+    except UserError as e:
+        raise UserError(f"{d}: {e}") from None
     if meta["world_size"] != trainer.world_size and trainer.rank == 0:
         print(
             f"warning: {checkpoint} was written by {meta['world_size']} process(es), this run has "
@@ -253,15 +250,3 @@ def regularizer_state(checkpoint: Path, name: str) -> dict[str, Any] | None:
 def _rank_stem(d: Path, kind: str, rank: int) -> str:
     own = f"{kind}-rank{rank}"
     return own if (d / f"{own}.json").is_file() else f"{kind}-rank0"
-
-
-def _load_regularizers(trainer, d: Path) -> None:
-    saved = unpack(read_packed(d, _rank_stem(d, "regularizers", trainer.rank), trainer.device))
-    unique, layout = _unique_regularizers(trainer.regularizers)
-    if layout != saved["tasks"]:
-        raise UserError(
-            f"{d}: the checkpoint's regularizers {saved['tasks']} (task: regularizer indices) differ from this "
-            f"run's {layout}; resume with the original --adv settings and task definitions"
-        )
-    for reg, state in zip(unique, saved["states"]):
-        reg.load_state_dict(state)

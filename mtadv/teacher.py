@@ -26,6 +26,7 @@ start step, then averages from there.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mtadv.adversarial.base import Regularizer, StepContext
+from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 from mtadv.config import TeacherConfig
 
 
@@ -144,3 +146,37 @@ class BregmanTeacher(Regularizer):
             self.averaged.load_state_dict(state)
         else:
             self._pending = dict(state)  # materialized when the model is next seen
+
+
+class TeacherCallback:
+    """The EMA teacher beside the loop (mtadv.callbacks): --eval_with_teacher's dev metrics at each
+    evaluation (dev_teacher/<task>/<split>/<metric>, TrainState.last/best_teacher_results and
+    results.json's "teacher"), and best/teacher/, a complete checkpoint of its own. A training
+    checkpoint stores the teacher once, in its regularizer state (predict.py --use_teacher reads it)."""
+
+    def __init__(self, eval_with_teacher: bool) -> None:
+        self.eval_with_teacher = eval_with_teacher
+
+    def on_evaluate(self, trainer, results: dict) -> None:
+        teacher = trainer.teacher_model()
+        out = trainer.evaluate(teacher) if self.eval_with_teacher and teacher is not None else {}
+        if out:
+            flat = {
+                f"dev_teacher/{t}/{s}/{m}": v for t, sp in out.items() for s, ms in sp.items() for m, v in ms.items()
+            }
+            trainer.tracker.scalars(trainer.state.step, flat, kind="eval")
+        trainer.state.last_teacher_results = out
+
+    def on_save(self, trainer, directory: Path, training: bool) -> None:
+        teacher = trainer.teacher_model()
+        if teacher is not None and not training:
+            cfg = trainer.cfg.to_dict()
+            save_checkpoint(directory / TEACHER_DIR, teacher, trainer.tokenizer, trainer.task_def_text, cfg)
+
+    def on_train_end(self, trainer, payload: dict[str, Any]) -> None:
+        if self.eval_with_teacher:
+            payload["teacher"] = {
+                "results": trainer.state.best_teacher_results,
+                "final": trainer.state.last_teacher_results,
+                "checkpoint": f"{trainer.tracker.output_dir}/best/{TEACHER_DIR}",
+            }

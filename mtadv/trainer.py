@@ -34,7 +34,8 @@ from mtadv.adversarial.perturb import RngState
 from mtadv.adversarial.spaces import get_space
 from mtadv.attacks import attack_names, build_attack
 from mtadv.attacks.evaluate import evaluate_under_attack
-from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
+from mtadv.callbacks import fire
+from mtadv.checkpoint import save_checkpoint
 from mtadv.config import RunConfig
 from mtadv.data_utils.sampler import MultiTaskSampler, TaskBatch
 from mtadv.data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit, default_cache_dir
@@ -42,7 +43,7 @@ from mtadv.errors import UserError
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import Collator, EvalRequest, pipeline_for
-from mtadv.resume import chain_writers, rank_local_state, write_training_state
+from mtadv.resume import chain_writers, rank_local_state, unique_regularizers, write_training_state
 from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
 from mtadv.signals import Interrupted, StopOnSignal
 from mtadv.taskdef import TaskDef
@@ -104,6 +105,7 @@ class Trainer:
         ddp_model: nn.Module | None = None,
         rank: int = 0,
         world_size: int = 1,
+        callbacks: list | None = None,
     ) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
@@ -139,13 +141,7 @@ class Trainer:
         self._session_start = (time.perf_counter(), 0.0)  # (clock, train_seconds) when train() started
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
         self.spaces = {t: get_space(_task_space(regularizers.get(t, []))) for t in tasks}
-
-    # Evaluation results live in TrainState, so they survive a resume.
-    last_results = property(lambda self: self.state.last_results, lambda self, v: _set(self, "last_results", v))
-    last_teacher_results = property(
-        lambda self: self.state.last_teacher_results, lambda self, v: _set(self, "last_teacher_results", v)
-    )
-    _last_eval_step = property(lambda self: self.state.last_eval_step, lambda self, v: _set(self, "last_eval_step", v))
+        self.callbacks: list = list(callbacks or [])  # mtadv.callbacks: step end, evaluate, save, train end
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
@@ -159,11 +155,11 @@ class Trainer:
         # SIGTERM/SIGINT: checkpoint at the next step boundary, then stop; the bar ends its line on errors
         with StopOnSignal() as stop, bar:
             while self.state.step < self.total_steps:
-                for group in self._groups(self.state.epoch, self.state.batch_in_epoch):
+                for group in self.batches(self.state.epoch, self.state.batch_in_epoch):
                     first_step = self.state.step + 1
                     counts = self.replay_counts(group)  # per micro-batch: m for a task whose active method replays
                     for k in range(max(counts)):  # replay k trains the batches whose task still replays
-                        logs = self._optimizer_step([mb for mb, n in zip(group, counts) if n > k])
+                        logs = self.train_step([mb for mb, n in zip(group, counts) if n > k])
                         self.state.step += 1
                         bar.update(1)
                         self._after_step(logs, bar)
@@ -176,14 +172,14 @@ class Trainer:
                 else:
                     self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
                     if not self.tc.eval_steps:
-                        self._evaluate_and_keep_best()
+                        self.evaluate_and_keep_best()
                     if not self.tc.save_steps:
                         self.save_training_checkpoint()
             bar.close()
-            if self._last_eval_step != self.state.step:
-                self._evaluate_and_keep_best()
+            if self.state.last_eval_step != self.state.step:
+                self.evaluate_and_keep_best()
             self.save_training_checkpoint()  # the final state: a finished run resumes straight to its results
-        return self._finish()
+        return self.finish()
 
     def replay_counts(self, group: list[tuple[str, dict[str, Tensor]]]) -> list[int]:
         """Optimizer steps for each micro-batch of a group: the largest `replays` among its task's regularizers
@@ -206,8 +202,9 @@ class Trainer:
         if stopping:
             raise Interrupted(stop.requested or signal.SIGTERM, path)
 
-    def _groups(self, epoch: int, start: int):
-        """Yield lists of grad_accum (task, batch) pairs, collated by the DataLoader."""
+    def batches(self, epoch: int, start: int):
+        """Yield lists of grad_accum (task, batch) pairs of `epoch` from global batch `start` on, collated by the
+        DataLoader and on the trainer's device."""
         plan = list(self.sampler.iterate(epoch, start))
         loader = DataLoader(
             PlanDataset(plan, self.rows, self.collators),
@@ -227,14 +224,15 @@ class Trainer:
         if group:
             yield group
 
-    def _optimizer_step(self, group: list[tuple[str, dict[str, Tensor]]]) -> dict[str, float]:
+    def train_step(self, group: list[tuple[str, dict[str, Tensor]]]) -> dict[str, float]:
+        """One optimizer step over a grad-accumulation group of (task, batch): its logs (mean per key)."""
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         counts: dict[str, int] = {}  # a task's keys are averaged over that task's micro-steps only
         finite = True
         for i, (task, batch) in enumerate(group):
             with self._no_sync(last=i == len(group) - 1):
-                step_logs, ok = self._micro_step(task, batch, len(group))
+                step_logs, ok = self.micro_step(task, batch, len(group))
             finite &= ok
             for k, v in step_logs.items():
                 logs[k], counts[k] = logs.get(k, 0.0) + v, counts.get(k, 0) + 1
@@ -247,7 +245,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            for reg in self._unique_regularizers():
+            for reg in self.unique_regularizers():
                 reg.on_optimizer_step(self.model)
         else:
             self.state.skipped_steps += 1
@@ -264,7 +262,7 @@ class Trainer:
         )
         return logs
 
-    def _micro_step(self, task: str, batch: dict[str, Tensor], n_micro: int) -> tuple[dict[str, float], bool]:
+    def micro_step(self, task: str, batch: dict[str, Tensor], n_micro: int) -> tuple[dict[str, float], bool]:
         """Forward, task loss, regularizer terms and the micro-step's single backward."""
         tdef = self.tasks[task]
         rng = RngState.capture(self.device)  # dropout masks of the clean forward, for replay
@@ -323,12 +321,44 @@ class Trainer:
             return self.forward_model.no_sync()
         return contextlib.nullcontext()
 
-    def _unique_regularizers(self) -> list[Regularizer]:
-        seen: dict[int, Regularizer] = {}
-        for regs in self.regularizers.values():
-            for r in regs:
-                seen.setdefault(id(r), r)
-        return list(seen.values())
+    def unique_regularizers(self) -> list[Regularizer]:
+        """Each regularizer object once: tasks share some (the EMA teacher)."""
+        return unique_regularizers(self.regularizers)[0]
+
+    # ---------------------------------------------------------------- state for exact resume
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is, bar the weights and RNG streams: optimizer, scheduler, GradScaler, TrainState
+        (as a dict) and every regularizer's state; mtadv.resume writes it into checkpoint-<step>/."""
+        unique, layout = unique_regularizers(self.regularizers)
+        return {
+            "total_steps": self.total_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": dataclasses.asdict(self.state),
+            "regularizers": {
+                "states": [r.state_dict() for r in unique],
+                "tasks": layout,
+                "names": [r.name for r in unique],
+            },
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """The inverse of state_dict(); TrainState fields the dict lacks keep their defaults."""
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.scheduler.load_state_dict(sd["scheduler"])
+        self.scaler.load_state_dict(sd["scaler"])
+        unique, layout = unique_regularizers(self.regularizers)
+        saved = sd["regularizers"]
+        if layout != saved["tasks"]:
+            raise UserError(
+                f"the checkpoint's regularizers {saved['tasks']} (task: regularizer indices) differ from this "
+                f"run's {layout}; resume with the original --adv settings and task definitions"
+            )
+        for reg, state in zip(unique, saved["states"]):
+            reg.load_state_dict(state)
+        known = {f.name for f in dataclasses.fields(self.state)}
+        self.state = dataclasses.replace(self.state, **{k: v for k, v in sd["state"].items() if k in known})
 
     def _progress_bar(self):
         return tqdm(
@@ -343,8 +373,8 @@ class Trainer:
             if losses:
                 bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", lr=f"{logs['train/lr']:.2e}")
         if self.tc.eval_steps and step % self.tc.eval_steps == 0:
-            self._evaluate_and_keep_best()
-        faults.after_step(step)  # tests: kill or signal the run at an exact step
+            self.evaluate_and_keep_best()
+        fire(self.callbacks, "on_step_end", self, logs)
 
     # ---------------------------------------------------------------- evaluation and checkpoints
     def evaluate(self, model: nn.Module | None = None) -> Results:
@@ -369,20 +399,20 @@ class Trainer:
         value = results.get(task, {}).get(split, {}).get(metric)
         return None if value is None else (-value if metric in LOWER_IS_BETTER else value)
 
-    def _evaluate_and_keep_best(self) -> None:
+    def evaluate_and_keep_best(self) -> None:
+        """Evaluate on every dev split, log, and write best/ when the selection metric improved."""
         results = self.evaluate()
-        self._last_eval_step = self.state.step
+        self.state.last_eval_step = self.state.step
         self.tracker.metrics(self.state.step, results)
-        teacher_results = self._evaluate_teacher()
+        fire(self.callbacks, "on_evaluate", self, results)  # the teacher's callback sets last_teacher_results
         robust = self.evaluate_robustness()
-        value = self.selection_value(results)
-        improved = value is not None and (self.state.best_value is None or value > self.state.best_value)
-        if improved or (value is None and not self.state.best_results):
-            self.state.best_value, self.state.best_step, self.state.best_results = value, self.state.step, results
-            self.state.best_teacher_results, self.state.best_robust_results = teacher_results, robust
+        s, value = self.state, self.selection_value(results)
+        improved = value is not None and (s.best_value is None or value > s.best_value)
+        if improved or (value is None and not s.best_results):
+            s.best_value, s.best_step, s.best_results = value, s.step, results
+            s.best_teacher_results, s.best_robust_results = s.last_teacher_results, robust
             self.save("best")
-        self.last_results, self.last_teacher_results = results, teacher_results
-        self.state.last_robust_results = robust
+        s.last_results, s.last_robust_results = results, robust
 
     def evaluate_robustness(self) -> RobustResults:
         """--eval_attack: each labeled dev split's metrics under each attack, logged as
@@ -412,19 +442,7 @@ class Trainer:
 
     def teacher_model(self) -> nn.Module | None:
         """The EMA teacher, if a regularizer keeps one and it has started."""
-        return next((r.teacher for r in self._unique_regularizers() if r.teacher is not None), None)
-
-    def _evaluate_teacher(self) -> Results:
-        """--eval_with_teacher: the teacher's dev metrics, logged as dev_teacher/<task>/<split>/<metric>."""
-        teacher = self.teacher_model()
-        if not self.cfg.teacher.eval_with_teacher or teacher is None:
-            return {}
-        results = self.evaluate(teacher)
-        flat = {
-            f"dev_teacher/{t}/{s}/{m}": v for t, sp in results.items() for s, ms in sp.items() for m, v in ms.items()
-        }
-        self.tracker.scalars(self.state.step, flat, kind="eval")
-        return results
+        return next((r.teacher for r in self.unique_regularizers() if r.teacher is not None), None)
 
     def save_training_checkpoint(self) -> str:
         """checkpoint-<step>/: the model plus training_state/ for exact resume. Every rank calls this."""
@@ -451,13 +469,9 @@ class Trainer:
 
     def _save(self, name: str, extra: Callable[[Path], None] | None) -> None:
         self.state.train_seconds = self._elapsed()  # what a resume continues counting from
-        teacher = self.teacher_model()
-        # The teacher is stored once: a training checkpoint (extra writes training_state/) keeps it in its
-        # regularizer state, which predict.py --use_teacher reads; best/ gets teacher/, a checkpoint of its own.
-        with_teacher = teacher is not None and extra is None
 
-        def write_teacher(tmp) -> None:  # <checkpoint>/teacher/: a complete checkpoint of its own
-            save_checkpoint(tmp / TEACHER_DIR, teacher, self.tokenizer, self.task_def_text, self.cfg.to_dict())
+        def callbacks(tmp: Path) -> None:  # e.g. best/teacher/ (mtadv.teacher.TeacherCallback)
+            fire(self.callbacks, "on_save", self, tmp, extra is not None)
 
         save_checkpoint(
             f"{self.tracker.output_dir}/{name}",
@@ -465,7 +479,7 @@ class Trainer:
             self.tokenizer,
             self.task_def_text,
             self.cfg.to_dict(),
-            extra=chain_writers(write_teacher if with_teacher else None, extra),
+            extra=chain_writers(callbacks, extra),
         )
 
     def _elapsed(self) -> float:
@@ -490,7 +504,8 @@ class Trainer:
             )
         return json.loads(self._results_path().read_text())
 
-    def _finish(self) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
+        """Write results.json and print the summary; returns the results.json payload."""
         s = self.state
         seconds = s.train_seconds = self._elapsed()
         run = {
@@ -504,7 +519,7 @@ class Trainer:
         }
         payload = {
             "results": s.best_results,
-            "final": getattr(self, "last_results", {}),
+            "final": s.last_results,
             "best": {
                 "metric": self.tc.metric_for_best,
                 "value": s.best_value,
@@ -513,12 +528,7 @@ class Trainer:
             },
             "run": run,
         }
-        if self.cfg.teacher.eval_with_teacher:
-            payload["teacher"] = {
-                "results": s.best_teacher_results,
-                "final": getattr(self, "last_teacher_results", {}),
-                "checkpoint": f"{self.tracker.output_dir}/best/{TEACHER_DIR}",
-            }
+        fire(self.callbacks, "on_train_end", self, payload)  # the teacher's section
         if s.best_robust_results or s.last_robust_results:
             settings = dataclasses.asdict(self.cfg.attack)
             payload["robust"] = {"results": s.best_robust_results, "final": s.last_robust_results, "settings": settings}
@@ -550,10 +560,6 @@ def _task_space(regularizers: list[Regularizer]) -> str:
 def flatten_robust(robust: RobustResults) -> Results:
     """task -> split -> attack -> metrics as task -> "split/attack" -> metrics, for the results table."""
     return {t: {f"{s}/{a}": ms for s, at in sp.items() for a, ms in at.items()} for t, sp in robust.items()}
-
-
-def _set(trainer: Trainer, field_name: str, value: Any) -> None:
-    setattr(trainer.state, field_name, value)
 
 
 def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | None:

@@ -92,7 +92,7 @@ def make_batch(
 
 
 def make_ctx(model, tasks, task: str, batch, step: int = 0, with_labels: bool = True) -> StepContext:
-    """The context the trainer builds in _micro_step: clean forward on the word embeddings."""
+    """The context the trainer builds in micro_step: clean forward on the word embeddings."""
     rng = RngState.capture(torch.device("cpu"))
     embeds = model.embed(batch)  # (B, T, H)
     logits = model(batch, task=task, inputs_embeds=embeds)
@@ -389,13 +389,13 @@ def _spy_micro_steps(monkeypatch) -> list[tuple[int, int, str, tuple]]:
     from mtadv.trainer import Trainer
 
     seen: list[tuple[int, int, str, tuple]] = []
-    original = Trainer._micro_step
+    original = Trainer.micro_step
 
     def spy(self, task, batch, n_micro):
         seen.append((self.state.epoch, self.state.step, task, tuple(map(tuple, batch["input_ids"].tolist()))))
         return original(self, task, batch, n_micro)
 
-    monkeypatch.setattr(Trainer, "_micro_step", spy)
+    monkeypatch.setattr(Trainer, "micro_step", spy)
     return seen
 
 

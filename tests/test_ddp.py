@@ -57,9 +57,9 @@ def _rank_main(rank: int, port: int, argv: list[str], result: str) -> None:
     code = 1
     try:
         trainer = _build(argv)
-        ((task, batch),) = next(trainer._groups(0, 0))  # this rank's half of the first global batch
+        ((task, batch),) = next(trainer.batches(0, 0))  # this rank's half of the first global batch
         rng = torch.get_rng_state()
-        logs, finite = trainer._micro_step(task, batch, 1)  # one backward: DDP all-reduces the gradients
+        logs, finite = trainer.micro_step(task, batch, 1)  # one backward: DDP all-reduces the gradients
         loss = logs[f"train/{task}/total_loss"]
         torch.save({"task": task, "loss": loss, "rng": rng, "grads": _grads(trainer.model), "batch": batch}, result)
         code = 0
@@ -112,13 +112,13 @@ def test_two_ranks_match_one_process_accumulating_the_same_global_batch(case, ti
     ranks = _run_ranks(argv, tmp_path)
     assert torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # every rank starts from the same RNG state
     ref = _build(train_args(tiny_encoder, tmp_path / "ref", "--max_steps", "2", *CASES[case]))
-    ((task, batch),) = next(ref._groups(0, 0))  # the whole global batch
+    ((task, batch),) = next(ref.batches(0, 0))  # the whole global batch
     assert task == ranks[0]["task"] == ranks[1]["task"]
     ref_losses = []
     for r, half in enumerate(_halves(batch)):
         assert all(torch.equal(half[k], ranks[r]["batch"][k]) for k in half)  # rank r got exactly this half
         torch.set_rng_state(ranks[r]["rng"])
-        logs, _ = ref._micro_step(task, half, WORLD)  # grad accumulation: mean of the halves' gradients
+        logs, _ = ref.micro_step(task, half, WORLD)  # grad accumulation: mean of the halves' gradients
         ref_losses.append(logs[f"train/{task}/total_loss"])
     assert [rk["loss"] for rk in ranks] == pytest.approx(ref_losses, rel=1e-5, abs=1e-7)
     _assert_close(ranks[0]["grads"], _grads(ref.model))
@@ -134,8 +134,8 @@ def test_two_ranks_match_one_forward_over_the_global_batch(tiny_encoder, tmp_pat
     extra = ("--max_steps", "2", "--head_dropout", "0")
     ranks = _run_ranks(train_args(encoder, tmp_path / "run", *extra), tmp_path)
     ref = _build(train_args(encoder, tmp_path / "ref", *extra))
-    ((task, batch),) = next(ref._groups(0, 0))
-    logs, _ = ref._micro_step(task, batch, 1)
+    ((task, batch),) = next(ref.batches(0, 0))
+    logs, _ = ref.micro_step(task, batch, 1)
     assert sum(rk["loss"] for rk in ranks) / WORLD == pytest.approx(logs[f"train/{task}/loss"], rel=1e-5)
     _assert_close(ranks[0]["grads"], _grads(ref.model))
 

@@ -91,9 +91,7 @@ def test_a_second_ctrl_c_says_what_is_on_disk(where, tiny_encoder, tmp_path, mon
     checkpoint is named, nothing half-written is left, and the same command resumes."""
     import mtadv.trainer
 
-    owner, name = (
-        (mtadv.trainer.Trainer, "_optimizer_step") if where == "step" else (mtadv.trainer, "write_training_state")
-    )
+    owner, name = (mtadv.trainer.Trainer, "train_step") if where == "step" else (mtadv.trainer, "write_training_state")
     original = getattr(owner, name)
 
     def twice(*args, **kwargs):
@@ -141,13 +139,13 @@ def test_seconds_accumulate_across_a_resume(tiny_encoder, tmp_path, monkeypatch)
     """The first session is slow (0.3 s a step), the resumed one fast: results.json counts both."""
     import mtadv.trainer
 
-    original = mtadv.trainer.Trainer._optimizer_step
+    original = mtadv.trainer.Trainer.train_step
 
     def slow(self, *args, **kwargs):
         time.sleep(0.3)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(mtadv.trainer.Trainer, "_optimizer_step", slow)
+    monkeypatch.setattr(mtadv.trainer.Trainer, "train_step", slow)
     monkeypatch.setenv("MTADV_FAULT", "sigterm_after_step@3")
     out = tmp_path / "run"
     argv = train_args(tiny_encoder, out, "--max_steps", "5", "--save_steps", "1", tasks="rte")
@@ -155,7 +153,7 @@ def test_seconds_accumulate_across_a_resume(tiny_encoder, tmp_path, monkeypatch)
     state = json.loads((out / "checkpoint-3" / "training_state" / "trainer_state.json").read_text())["state"]
     assert state["train_seconds"] >= 0.9
     monkeypatch.delenv("MTADV_FAULT")
-    monkeypatch.setattr(mtadv.trainer.Trainer, "_optimizer_step", original)
+    monkeypatch.setattr(mtadv.trainer.Trainer, "train_step", original)
     assert run_train(argv) == 0
     run = json.loads((out / "results.json").read_text())["run"]
     assert run["seconds"] >= state["train_seconds"]
