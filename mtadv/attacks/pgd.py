@@ -5,8 +5,8 @@ Madry et al., 2018, "Towards Deep Learning Models Resistant to Adversarial Attac
 The same spaces, norms and projection as training (mtadv.adversarial.spaces / perturb), on real
 tokens only, in eval mode. An example counts as broken when any iterate breaks it (a wrong class,
 or for regression the largest squared error), so a larger step budget never makes the model look
-more robust, and δ_0 = 0 makes the result never better than the clean one. Cost: K forward-backward
-passes plus one forward per batch.
+more robust, and δ_0 = 0 makes the result never better than the clean one. Cost per batch: the clean
+forward, K forward-backward passes (each also scores its iterate) and one forward for δ_K.
 """
 
 from __future__ import annotations
@@ -57,13 +57,17 @@ class PGDAttack(Attack):
             x, mask = embeds.detach(), token_mask(batch, embeds)  # (B, T, H), (B, T, 1)
             worst, worst_score = clean.detach(), _badness(clean.detach(), labels)
             delta = torch.zeros_like(x)
-            for _ in range(c.attack_steps if c.attack_eps > 0 else 0):
+            steps = c.attack_steps if c.attack_eps > 0 else 0
+            for k in range(steps):
                 delta.requires_grad_(True)
-                out = space.forward(model, batch, task.name, x + delta, scale)
+                out = space.forward(model, batch, task.name, x + delta, scale)  # at δ_k
+                if k > 0:  # δ_0 = 0 is the clean output, already in `worst`
+                    worst, worst_score = _keep_worse(worst, worst_score, out.detach(), labels)
                 (grad,) = torch.autograd.grad(loss_fn(out, labels), [delta])
                 step = step_size(c) * ascent_direction(grad, c.attack_norm, c.attack_norm_level) * mask
                 delta = project(delta.detach() + step, c.attack_eps, c.attack_norm, c.attack_norm_level)
-                with torch.no_grad():
+            if steps:
+                with torch.no_grad():  # the last iterate δ_K, the only one not yet scored
                     out = space.forward(model, batch, task.name, x + delta, scale)
                     worst, worst_score = _keep_worse(worst, worst_score, out, labels)
         return worst
