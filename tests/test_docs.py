@@ -30,7 +30,7 @@ DEMO_COMMAND = (
 )
 TEST_COMMAND = (
     'python3 -m venv .venv && . .venv/bin/activate && (python -c "import torch" 2>/dev/null || pip install '
-    'torch==2.13.0) && pip install -e ".[dev]" && ruff check . && python -m pytest'
+    'torch==2.13.0) && pip install -e ".[dev]" && ruff check . && ruff format --check . && python -m pytest'
 )
 
 
