@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import torch
 import torch.distributed as dist
-from transformers import set_seed
+from transformers import get_scheduler, set_seed
 
 from mtadv import distributed, faults, run_dir
 from mtadv.adversarial import build_regularizers
@@ -189,6 +189,22 @@ def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
         )
 
 
+def build_optimizer(
+    model: torch.nn.Module, tc: TrainConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW without weight decay on biases and LayerNorm weights (1-D parameters), and the LR schedule
+    (--lr_scheduler, warmup --warmup_ratio of the run's optimizer steps)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate)
+    warmup = int(tc.warmup_ratio * total_steps)
+    scheduler = get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
 def build_callbacks(cfg: RunConfig, regularizers: dict[str, list]) -> list:
     """The trainer's callbacks (mtadv.callbacks): the EMA teacher's, when there is one (or its evaluation
     is asked for), and the reliability tests' fault injection while MTADV_FAULT is set."""
@@ -244,6 +260,7 @@ def build_trainer(cfg: RunConfig) -> Trainer:
         rank=dist_info.rank,
         world_size=dist_info.world_size,
         callbacks=build_callbacks(cfg, regularizers),
+        make_optimizer=lambda total_steps: build_optimizer(model, tc, total_steps),
     )
     if resume_from is not None:
         load_training_state(trainer, resume_from)

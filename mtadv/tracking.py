@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+if TYPE_CHECKING:  # mtadv.trainer imports this module
+    from mtadv.trainer import TrainState
+
 Results = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
+RobustResults = dict[str, dict[str, dict[str, dict[str, float]]]]  # task -> split -> attack -> metric -> value
 
 
 class RunTracker:
@@ -72,3 +76,50 @@ def format_results_table(results: Results, primary: dict[str, str] | None = None
         cells = " ".join(f"{ms[m]:>10.2f}" if m in ms else f"{'':>10}" for m in metrics)
         lines.append(f"{t:<{tw}} {s:<{sw}} {cells}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- results.json and the closing summary
+def results_payload(
+    state: TrainState, metric_for_best: str, output_dir: str, epochs_completed: int, truncated: dict[str, int]
+) -> dict[str, Any]:
+    """results.json: the best and the final evaluation, where best/ is, and the run's counters."""
+    seconds = state.train_seconds  # summed over resumes, like the examples
+    run = {
+        "steps": state.step,
+        "epochs_completed": epochs_completed,
+        "seconds": round(seconds, 2),
+        "train_examples_per_second": round(state.examples_seen / max(seconds, 1e-9), 2),
+        "skipped_steps": state.skipped_steps,
+        "truncated_examples": truncated,
+    }
+    best = {"metric": metric_for_best, "value": state.best_value, "step": state.best_step}
+    return {
+        "results": state.best_results,
+        "final": state.last_results,
+        "best": {**best, "checkpoint": f"{output_dir}/best"},
+        "run": run,
+    }
+
+
+def robust_section(state: TrainState, settings: dict[str, Any]) -> dict[str, Any]:
+    """results.json's "robust": --eval_attack's metrics at the best and the final evaluation."""
+    return {"results": state.best_robust_results, "final": state.last_robust_results, "settings": settings}
+
+
+def print_summary(payload: dict[str, Any], state: TrainState) -> None:
+    best, run = payload["best"], payload["run"]
+    value = best["value"] if best["value"] is not None else float("nan")
+    print(f"\nBest checkpoint (step {best['step']}, {best['metric']} = {value:.2f}): {best['checkpoint']}")
+    print(format_results_table(state.best_results))
+    if state.best_robust_results:
+        print("under attack (--eval_attack), at the best checkpoint:")
+        print(format_results_table(flatten_robust(state.best_robust_results)))
+    print(
+        f"{state.step} steps in {state.train_seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
+        f"{state.skipped_steps} skipped steps"
+    )
+
+
+def flatten_robust(robust: RobustResults) -> Results:
+    """task -> split -> attack -> metrics as task -> "split/attack" -> metrics, for the results table."""
+    return {t: {f"{s}/{a}": ms for s, at in sp.items() for a, ms in at.items()} for t, sp in robust.items()}

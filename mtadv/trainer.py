@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
@@ -37,20 +37,20 @@ from mtadv.attacks.evaluate import evaluate_under_attack
 from mtadv.callbacks import fire
 from mtadv.checkpoint import save_checkpoint
 from mtadv.config import RunConfig
-from mtadv.data_utils.sampler import MultiTaskSampler, TaskBatch
-from mtadv.data_utils.tokenize import MODEL_COLUMNS, TokenizedSplit, default_cache_dir
+from mtadv.data_utils.plan import PlanDataset, model_rows
+from mtadv.data_utils.sampler import MultiTaskSampler
+from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv.errors import UserError
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import Collator, EvalRequest, pipeline_for
+from mtadv.pipelines import EvalRequest, pipeline_for
 from mtadv.resume import chain_writers, rank_local_state, unique_regularizers, write_training_state
 from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
 from mtadv.signals import Interrupted, StopOnSignal
 from mtadv.taskdef import TaskDef
-from mtadv.tracking import Results, RunTracker, format_results_table
+from mtadv.tracking import Results, RobustResults, RunTracker, print_summary, results_payload, robust_section
 
 LOWER_IS_BETTER = {"perplexity", "loss"}
-RobustResults = dict[str, dict[str, dict[str, dict[str, float]]]]  # task -> split -> attack -> metric -> value
 
 
 @dataclass
@@ -75,20 +75,6 @@ class TrainState:
     train_seconds: float = 0.0  # wall-clock seconds of training up to this state, summed over resumes
 
 
-class PlanDataset(Dataset):
-    """Item i = (task, collated batch i of the epoch plan); lets DataLoader workers collate."""
-
-    def __init__(self, plan: list[TaskBatch], rows: dict[str, list[dict]], collators: dict[str, Collator]) -> None:
-        self.plan, self.rows, self.collators = plan, rows, collators  # one collator per task (by task type)
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __getitem__(self, i: int) -> tuple[str, dict[str, Tensor]]:
-        tb = self.plan[i]
-        return tb.task, self.collators[tb.task]([self.rows[tb.task][j] for j in tb.indices])
-
-
 class Trainer:
     def __init__(
         self,
@@ -106,6 +92,8 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         callbacks: list | None = None,
+        *,
+        make_optimizer: Callable[[int], tuple[torch.optim.Optimizer, LRScheduler]],
     ) -> None:
         self.cfg, self.tc = cfg, cfg.train
         self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
@@ -114,7 +102,7 @@ class Trainer:
         self.regularizers, self.task_def_text = regularizers, task_def_text
         self.device, self.tracker, self.rank, self.world_size = device, tracker, rank, world_size
         self.collators = {t: pipeline_for(task).collator(task, tokenizer, cfg) for t, task in tasks.items()}
-        self.rows = {t: _model_rows(s) for t, s in train_splits.items()}
+        self.rows = {t: model_rows(s) for t, s in train_splits.items()}
         self.sampler = MultiTaskSampler(
             {t: s.lengths() for t, s in train_splits.items()},
             self.tc.batch_size,
@@ -128,13 +116,7 @@ class Trainer:
         self.batches_per_epoch = len(self.sampler.epoch_plan(0))
         self.groups_per_epoch = math.ceil(self.batches_per_epoch / self.tc.grad_accum)
         self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
-        self.optimizer = _adamw(model, self.tc.learning_rate, self.tc.weight_decay)
-        self.scheduler = get_scheduler(
-            self.tc.lr_scheduler,
-            self.optimizer,
-            num_warmup_steps=int(self.tc.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps,
-        )
+        self.optimizer, self.scheduler = make_optimizer(self.total_steps)  # mtadv.build.build_optimizer
         self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.state = TrainState()
@@ -507,45 +489,17 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Write results.json and print the summary; returns the results.json payload."""
         s = self.state
-        seconds = s.train_seconds = self._elapsed()
-        run = {
-            "steps": s.step,
-            # a run that ends on an epoch's last batch stops before the epoch counter moves on
-            "epochs_completed": s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch),
-            "seconds": round(seconds, 2),  # summed over resumes, like the examples
-            "train_examples_per_second": round(s.examples_seen / max(seconds, 1e-9), 2),
-            "skipped_steps": s.skipped_steps,
-            "truncated_examples": {t: sp.n_truncated for t, sp in self.train_splits.items()},
-        }
-        payload = {
-            "results": s.best_results,
-            "final": s.last_results,
-            "best": {
-                "metric": self.tc.metric_for_best,
-                "value": s.best_value,
-                "step": s.best_step,
-                "checkpoint": f"{self.tracker.output_dir}/best",
-            },
-            "run": run,
-        }
+        s.train_seconds = self._elapsed()
+        # a run that ends on an epoch's last batch stops before the epoch counter moves on
+        epochs_completed = s.epoch + int(s.batch_in_epoch >= self.batches_per_epoch)
+        truncated = {t: sp.n_truncated for t, sp in self.train_splits.items()}
+        payload = results_payload(s, self.tc.metric_for_best, self.tracker.output_dir, epochs_completed, truncated)
         fire(self.callbacks, "on_train_end", self, payload)  # the teacher's section
         if s.best_robust_results or s.last_robust_results:
-            settings = dataclasses.asdict(self.cfg.attack)
-            payload["robust"] = {"results": s.best_robust_results, "final": s.last_robust_results, "settings": settings}
+            payload["robust"] = robust_section(s, dataclasses.asdict(self.cfg.attack))
         self.tracker.write_results(payload)
         if self.rank == 0:
-            print(
-                f"\nBest checkpoint (step {s.best_step}, {self.tc.metric_for_best} = "
-                f"{(s.best_value if s.best_value is not None else float('nan')):.2f}): {self.tracker.output_dir}/best"
-            )
-            print(format_results_table(s.best_results))
-            if s.best_robust_results:
-                print("under attack (--eval_attack), at the best checkpoint:")
-                print(format_results_table(flatten_robust(s.best_robust_results)))
-            print(
-                f"{s.step} steps in {seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
-                f"{s.skipped_steps} skipped steps"
-            )
+            print_summary(payload, s)
         return payload
 
 
@@ -557,11 +511,6 @@ def _task_space(regularizers: list[Regularizer]) -> str:
     return spaces.pop() if spaces else "word"
 
 
-def flatten_robust(robust: RobustResults) -> Results:
-    """task -> split -> attack -> metrics as task -> "split/attack" -> metrics, for the results table."""
-    return {t: {f"{s}/{a}": ms for s, at in sp.items() for a, ms in at.items()} for t, sp in robust.items()}
-
-
 def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | None:
     """Mean primary dev metric of the higher-is-better tasks; auxiliary MLM tasks (perplexity) do not
     enter it. When every task is lower-is-better (an MLM-only run), minus their mean."""
@@ -571,23 +520,6 @@ def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | Non
     if higher or lower:
         return sum(higher) / len(higher) if higher else -sum(lower) / len(lower)
     return None
-
-
-def _model_rows(split: TokenizedSplit) -> list[dict]:
-    """The tokenized split as a list of plain dicts (fast random access for collation)."""
-    cols = [c for c in MODEL_COLUMNS if c in split.data.column_names]
-    data = split.data.select_columns(cols).to_dict()
-    return [dict(zip(cols, vals)) for vals in zip(*(data[c] for c in cols))]
-
-
-def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW without weight decay on biases and LayerNorm weights (1-D parameters)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
