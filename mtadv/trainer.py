@@ -6,7 +6,14 @@ One optimizer step, top to bottom:
         + every active regularizer's term (SMART, FGM, EMA teacher, ...)
         one backward()
     unscale -> clip -> optimizer step -> scheduler step -> regularizer hooks (EMA update)
-    log -> evaluate / checkpoint when due
+    log -> evaluate / checkpoint when due -> callbacks' on_step_end
+
+Public surface: train() runs it all; batches(epoch, start) yields the grad-accumulation groups,
+train_step(group) takes one optimizer step over one, micro_step(task, batch, n) is its forward and
+backward; state_dict() / load_state_dict() are what mtadv.resume saves for exact resume. What runs
+beside the loop is a callback (mtadv.callbacks: on_step_end, on_evaluate, on_save, on_train_end),
+e.g. the EMA teacher's evaluation and best/teacher/ (mtadv.teacher.TeacherCallback). The optimizer
+comes from mtadv.build.build_optimizer; results.json and the summary from mtadv.tracking.
 """
 
 from __future__ import annotations
