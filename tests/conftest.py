@@ -11,6 +11,14 @@ REPO = Path(__file__).resolve().parent.parent
 GLUE_SAMPLE = REPO / "data" / "glue_sample"
 GLUE_YAML = REPO / "task_defs" / "glue.yml"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Sentence pairs (from STS-B and RTE) and labels for the methods' unit tests: rte (classes), stsb (scores).
+SENTENCE_PAIRS = [
+    ("A plane is taking off.", "An air plane is taking off."),
+    ("A man is playing a large flute.", "A man is playing a flute."),
+    ("No weapons were found in Iraq yet.", "Weapons were found in Iraq."),
+    ("The company said it will discuss the drug with federal regulators on Monday.", "The drug is new."),
+]
+PAIR_LABELS = {"rte": [0, 1, 1, 0], "stsb": [5.0, 3.8, 1.2, 0.4]}
 
 
 def _vocab_from_sample(limit: int = 2000) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GLUE_YAML, PAIR_LABELS, REPO, SENTENCE_PAIRS
 from transformers import AutoModel, AutoTokenizer
 
 from mtadv.adversarial import ADV_METHODS, StepContext, build_regularizers
@@ -27,8 +28,6 @@ from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
 from mtadv.taskdef import load_task_defs
 
-REPO = Path(__file__).resolve().parent.parent
-GLUE_YAML = REPO / "task_defs" / "glue.yml"
 METHODS = ADV_METHODS.names()
 # by declared trait: no input space (AWP's weights, R-Drop's dropout) or no perturbation to bound (a penalty)
 NO_INPUT_PERTURBATION = {
@@ -40,13 +39,8 @@ NO_INPUT_PERTURBATION = {
 LOSS_AT_PERTURBED_INPUT = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation == "clean_loss"}
 NOTHING_TO_ZERO = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation is None}
 
-PAIRS = [
-    ("A plane is taking off.", "An air plane is taking off."),
-    ("A man is playing a large flute.", "A man is playing a flute."),
-    ("No weapons were found in Iraq yet.", "Weapons were found in Iraq."),
-    ("The company said it will discuss the drug with federal regulators on Monday.", "The drug is new."),
-]
-LABELS = {"rte": torch.tensor([0, 1, 1, 0]), "stsb": torch.tensor([5.0, 3.8, 1.2, 0.4])}
+PAIRS = SENTENCE_PAIRS
+LABELS = {task: torch.tensor(values) for task, values in PAIR_LABELS.items()}
 
 
 def adv_config(name: str, **kw) -> AdvConfig:

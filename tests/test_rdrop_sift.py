@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GLUE_YAML, PAIR_LABELS, SENTENCE_PAIRS
 from transformers import AutoModel, AutoTokenizer
 
 from mtadv.adversarial import ADV_METHODS, StepContext
@@ -26,14 +26,8 @@ from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
 from mtadv.taskdef import load_task_defs
 
-GLUE_YAML = Path(__file__).resolve().parent.parent / "task_defs" / "glue.yml"
-PAIRS = [
-    ("A plane is taking off.", "An air plane is taking off."),
-    ("A man is playing a large flute.", "A man is playing a flute."),
-    ("No weapons were found in Iraq yet.", "Weapons were found in Iraq."),
-    ("The company said it will discuss the drug with federal regulators on Monday.", "The drug is new."),
-]
-LABELS = {"rte": torch.tensor([0, 1, 1, 0]), "stsb": torch.tensor([5.0, 3.8, 1.2, 0.4])}
+PAIRS = SENTENCE_PAIRS
+LABELS = {task: torch.tensor(values) for task, values in PAIR_LABELS.items()}
 TASKS = ["rte", "stsb"]
 SPACES = ["word", "embedding"]
 
