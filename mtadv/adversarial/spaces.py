@@ -14,6 +14,7 @@ tensor is (setting `adv_space`, per task):
   Coordinates are divided by each token's root-mean-square (detached), so radii, step sizes and
   initial noise are stated relative to the token's own scale: ε = 0.01 under ℓ∞ bounds every
   coordinate by 1% of the token's RMS, whatever the encoder's hidden size or LayerNorm gains.
+  (Under ℓ2 a radius bounds the norm over H coordinates of unit RMS, so it scales with √H.)
   Gradients still reach the whole embedding layer through the clean tensor.
 
 Shapes: embeds, δ (B, T, H); the per-token scale (B, T, 1).
