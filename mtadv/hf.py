@@ -50,12 +50,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mtadv.adversarial import ADV_METHODS, Regularizer, StepContext, build_regularizers
 from mtadv.adversarial.perturb import RngState
-from mtadv.adversarial.spaces import get_space
+from mtadv.adversarial.spaces import get_space, task_space
 from mtadv.config import AdvConfig, RunConfig, TeacherConfig, check_ranges, coerce
 from mtadv.errors import ConfigError
 from mtadv.losses import TASK_LOSSES
 from mtadv.taskdef import TASK_TYPES, TaskDef
-from mtadv.trainer import _task_space
 
 TASK = "task"  # the name of the single task the regularizers see
 ADV_STATE_FILE = "mtadv_adv_state.safetensors"  # in each checkpoint-<step>/: every regularizer's state_dict()
@@ -215,7 +214,7 @@ class AdversarialTrainer(Trainer):
                 f"AdversarialTrainer: {replaying} replay each batch with an optimizer step per replay, which "
                 "transformers.Trainer cannot do; set freeat_replays=1 (the default here), or use mtadv-train"
             )
-        self.space = get_space(_task_space(self.regularizers))
+        self.space = get_space(task_space(self.regularizers))
         self.task_loss_fn = TASK_LOSSES.get(self.task_def.loss)
         self._net: TaskModel | None = None
         self._sums: dict[str, float] = {}

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mtadv import distributed, faults
 from mtadv.adversarial import Regularizer, StepContext
 from mtadv.adversarial.perturb import RngState
-from mtadv.adversarial.spaces import get_space
+from mtadv.adversarial.spaces import get_space, task_space
 from mtadv.attacks import attack_names, build_attack
 from mtadv.attacks.evaluate import evaluate_under_attack
 from mtadv.callbacks import fire
@@ -129,7 +129,7 @@ class Trainer:
         self.state = TrainState()
         self._session_start = (time.perf_counter(), 0.0)  # (clock, train_seconds) when train() started
         self.loss_fns = {t: TASK_LOSSES.get(task.loss) for t, task in tasks.items()}
-        self.spaces = {t: get_space(_task_space(regularizers.get(t, []))) for t in tasks}
+        self.spaces = {t: get_space(task_space(regularizers.get(t, []))) for t in tasks}
         self.callbacks: list = list(callbacks or [])  # mtadv.callbacks: step end, evaluate, save, train end
 
     # ---------------------------------------------------------------- the loop
@@ -508,14 +508,6 @@ class Trainer:
         if self.rank == 0:
             print_summary(payload, s)
         return payload
-
-
-def _task_space(regularizers: list[Regularizer]) -> str:
-    """The perturbation space of a task's input-space methods (word when it has none)."""
-    spaces = {r.space for r in regularizers if r.space is not None}
-    if len(spaces) > 1:
-        raise UserError(f"a task's methods perturb different spaces {sorted(spaces)}: give them one adv_space")
-    return spaces.pop() if spaces else "word"
 
 
 def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | None:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 
 from torch import Tensor, nn
 
+from mtadv.errors import UserError
 from mtadv.registry import Registry
 
 SPACES: Registry[type[PerturbationSpace]] = Registry("perturbation space")
@@ -118,3 +119,12 @@ class EmbeddingSpace(PerturbationSpace):
 def get_space(name: str) -> PerturbationSpace:
     """The registered space by name; an unknown name fails listing the known ones."""
     return SPACES.get(name)()
+
+
+def task_space(regularizers: list) -> str:
+    """The perturbation space of a task's input-space methods (word when it has none); each
+    regularizer's `space` is its adv_space, or None when it perturbs no input."""
+    spaces = {r.space for r in regularizers if r.space is not None}
+    if len(spaces) > 1:
+        raise UserError(f"a task's methods perturb different spaces {sorted(spaces)}: give them one adv_space")
+    return spaces.pop() if spaces else "word"
