@@ -47,10 +47,10 @@ from mtadv.errors import ConfigError, UserError
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import EvalRequest
+from mtadv.precision import autocast_dtype
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
 from mtadv.teacher import BregmanTeacher
-from mtadv.trainer import _autocast_dtype
 
 FROM_CHECKPOINT = "checkpoint"
 
@@ -281,7 +281,7 @@ def predict_job(
     tokenized = tokenize_split(job.raw, tokenizer, max_len, cache, key)
     precision = train_cfg.get("precision", "auto") if cfg.precision == FROM_CHECKPOINT else cfg.precision
     batch_size = cfg.batch_size or int(train_cfg.get("eval_batch_size", 128))
-    autocast = _autocast_dtype(precision, device)
+    autocast = autocast_dtype(precision, device)
     if attack is not None:
         req = EvalRequest(tokenizer, batch_size, device, autocast, progress=cfg.progress)
         clean, preds = attacked_predictions(model, job.task, tokenized, req, attack, max_len, cache)

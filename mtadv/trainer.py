@@ -51,6 +51,7 @@ from mtadv.errors import UserError
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
 from mtadv.pipelines import EvalRequest, pipeline_for
+from mtadv.precision import autocast_dtype
 from mtadv.resume import chain_writers, rank_local_state, unique_regularizers, write_training_state
 from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
 from mtadv.signals import Interrupted, StopOnSignal
@@ -124,7 +125,7 @@ class Trainer:
         self.groups_per_epoch = math.ceil(self.batches_per_epoch / self.tc.grad_accum)
         self.total_steps = self.tc.max_steps or max(1, math.ceil(self.tc.epochs * self.groups_per_epoch))
         self.optimizer, self.scheduler = make_optimizer(self.total_steps)  # mtadv.build.build_optimizer
-        self.autocast_dtype = _autocast_dtype(self.tc.precision, device)
+        self.autocast_dtype = autocast_dtype(self.tc.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
         self.state = TrainState()
         self._session_start = (time.perf_counter(), 0.0)  # (clock, train_seconds) when train() started
@@ -519,11 +520,3 @@ def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | Non
     if higher or lower:
         return sum(higher) / len(higher) if higher else -sum(lower) / len(lower)
     return None
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
