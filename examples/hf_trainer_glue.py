@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from mtadv.config import AdvConfig, TeacherConfig, add_section_flags
-from mtadv.hf import ADV_KWARGS, TEACHER_KWARGS, AdversarialTrainer
+from mtadv.hf import TEACHER_KWARGS, AdversarialTrainer, adv_kwargs
 
 
 def default_model() -> str | None:
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model, num_labels=1 if args.regression else len(names)
     )
-    settings = {k: v for k, v in vars(args).items() if k in ADV_KWARGS | TEACHER_KWARGS and v is not None}
+    settings = {k: v for k, v in vars(args).items() if k in adv_kwargs() | TEACHER_KWARGS and v is not None}
     trainer = AdversarialTrainer(
         model=model,
         args=TrainingArguments(

@@ -5,17 +5,27 @@ by its `help` metadata, so `--help`, docs/cli.md and the code cannot drift apart
 given with `--config` sets the same names; CLI flags win; unknown keys are errors.
 Per-task overrides of `AdvConfig` fields live in the task definition's `adv:` mapping.
 Numeric fields declare their range in the metadata (ge/gt/le/lt); `check_config` checks them all.
+
+A setting that only one method reads belongs to that method, not here: its class declares it,
+
+    class VAT(Regularizer):
+        settings = {"vat_xi": setting(1e-2, "VAT: finite-difference step ξ ...", gt=0)}
+
+and it becomes an `AdvConfig` setting like the fields below (`--vat_xi`, a `--config` key, an `adv:` key,
+`AdvConfig(vat_xi=...)`, `cfg.vat_xi`), range-checked and in --help, with no edit of this file
+(`method_settings` collects them from the method registry).
 """
 
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import difflib
 import math
 import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, NoReturn, get_type_hints
 
@@ -33,9 +43,81 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
 def method_opt(builtin: Any, help: str, **kw: Any) -> Any:
     """An AdvConfig field whose default is the method's own (`Regularizer.defaults`), else `builtin`.
 
-    None stands for "not set"; AdvConfig.__post_init__ resolves it, so every entry point (CLI,
+    None stands for "not set"; AdvConfig.__init__ resolves it, so every entry point (CLI,
     --config, the Python API, a task's `adv:`) gets the method's defaults."""
     return field(default=None, metadata={"help": help, "builtin": builtin, **kw})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A method's own setting, declared in its class's `settings` mapping (the key is its name).
+
+    It has what the helpers below read of a dataclass field (name, type, default, metadata), so flags,
+    --help, docs/cli.md and range checks treat it exactly like an `opt` field."""
+
+    default: Any
+    metadata: Mapping[str, Any]
+    type: type
+    name: str = ""  # filled in from the `settings` key by method_settings()
+
+
+def setting(default: Any, help: str, *, type: type | None = None, **kw: Any) -> Setting:
+    """A method-owned setting, with the same metadata as `opt` (help, choices, ge/gt/le/lt, inf_ok).
+
+    Its type is the default's (pass `type=float` for a float whose default is written as an int)."""
+    typ = type or builtins.type(default)
+    if typ not in (bool, int, float, str):
+        raise TypeError(f"a setting is a bool, int, float or str (a flag); got {typ.__name__} for {default!r}")
+    return Setting(default=default, metadata={"help": help, **kw}, type=typ)
+
+
+def method_settings() -> dict[str, Setting]:
+    """Every registered method's own settings by name, in method-name order (names unique across everything).
+
+    Read from the registry on each call: a method registered later (a plugin, a test) is included."""
+    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
+
+    taken = {f.name for cls in SECTIONS.values() for f in fields(cls)} | set(PRESETS) | {"config"}
+    out: dict[str, Setting] = {}
+    for method in ADV_METHODS.names():
+        for name, spec in ADV_METHODS.get(method).settings.items():
+            spec = dataclasses.replace(spec, name=name)
+            if name in taken:
+                raise ValueError(f"method {method!r}: setting {name!r} is already a flag of mtadv.config; rename it")
+            if out.setdefault(name, spec) != spec:  # a subclass inheriting its parent's settings is fine
+                raise ValueError(f"method {method!r}: setting {name!r} is declared differently by another method")
+    return out
+
+
+def setting_owners(name: str) -> list[str]:
+    """The registered methods that declare setting `name` in their `settings` (inherited ones included)."""
+    from mtadv.adversarial import ADV_METHODS
+
+    return [m for m in ADV_METHODS.names() if name in ADV_METHODS.get(m).settings]
+
+
+def section_fields(section: type) -> list[Any]:
+    """A section's flags: its dataclass fields, and for AdvConfig also the registered methods' own settings."""
+    own = [f for f in fields(section) if not f.metadata.get("internal")]
+    return own + list(method_settings().values()) if section is AdvConfig else own
+
+
+def section_types(section: type) -> dict[str, type]:
+    """Flag name -> type for `section_fields(section)`."""
+    hints = get_type_hints(section)
+    return {f.name: hints[f.name] if isinstance(f, Field) else f.type for f in section_fields(section)}
+
+
+def adv_field_names() -> set[str]:
+    """Every name an AdvConfig takes: its fields and the registered methods' settings."""
+    return {f.name for f in section_fields(AdvConfig)}
+
+
+def did_you_mean(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """' (did you mean x / y?)' for the unknown names that are close to a known one, else ''."""
+    known = list(known)
+    close = [m[0] for u in unknown if (m := difflib.get_close_matches(u, known, n=1))]
+    return f" (did you mean {' / '.join(close)}?)" if close else ""
 
 
 def _method_names() -> list[str]:
@@ -109,10 +191,12 @@ class TrainConfig:
     )
 
 
-@dataclass
+@dataclass(init=False)  # __init__ below: it also takes the methods' own settings
 class AdvConfig:
     """Adversarial-regularizer settings; every field may be overridden per task (`adv:`).
 
+    The fields here are the ones several methods share. A setting of one method only is declared by
+    that method (`Regularizer.settings`, see `setting`) and is taken and read here like a field.
     A field left unset (None) takes the method's own default (`Regularizer.defaults`), else the
     built-in one (SMART's paper values); `given` names the fields that were set.
     """
@@ -148,40 +232,70 @@ class AdvConfig:
     bregman_mu: float = method_opt(
         0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)", ge=0
     )
-    adv_weight_pattern: str = method_opt(
-        r"^encoder\.(encoder|transformer)\.layers?\.\d+\.(?!.*(LayerNorm|layer_norm)).*\.weight$",
-        "AWP: regex (re.search) over parameter names choosing the weights to perturb "
-        "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
-    )
-    freeat_replays: int = method_opt(
-        2,
-        "FreeAT: trains each batch of its task m times, an optimizer step each (the step budget stays "
-        "epochs × batches, so every task sees fewer passes)",
-        ge=1,
-    )
-    freelb_max_norm: float = method_opt(
-        0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)", ge=0
-    )
-    vat_xi: float = method_opt(
-        1e-6,
-        "VAT: finite-difference step ξ of the power iteration, relative to the norm of the perturbed tensor "
-        "(per example or per token, as --adv_norm_level)",
-        gt=0,
-    )
     adv_keep_clean_loss: bool = method_opt(
         False,
         "PGD, FreeAT, FreeLB, AWP: also train on the clean loss L(x) (the fine-tuning-recipe variant); by default "
         "they train on the adversarial loss alone, as published. FGM, VAT, SMART, grad_penalty always keep L(x)",
     )
 
-    def __post_init__(self) -> None:
-        unset = [f.name for f in fields(self) if getattr(self, f.name) is None]
-        self.given = frozenset(f.name for f in fields(self) if f.name not in unset and f.name != "adv")
+    # The registered methods' own settings (`Regularizer.settings`: vat_xi, freeat_replays, ...), name -> value,
+    # resolved like the fields above. Read and set as attributes (cfg.vat_xi); to_dict() writes them flat, as
+    # the fields they were before methods declared them, so saved configs keep their shape.
+    method_settings: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments: the fields above and every registered method's settings; None means "not set"."""
+        own = method_settings()
+        saved = values.pop("method_settings", None) or {}  # dataclasses.replace passes the dict back in
+        core = [f for f in fields(self) if f.name != "method_settings"]
+        unknown = sorted(set(values) - {f.name for f in core} - set(own))
+        if unknown:
+            known = [*(f.name for f in core), *own]
+            raise TypeError(f"AdvConfig: unknown setting(s) {unknown}{did_you_mean(unknown, known)}")
+        for f in core:
+            setattr(self, f.name, values.get(f.name, f.default))
+        self.method_settings = {name: values.get(name, saved.get(name)) for name in own}
+        self.method_settings.update({k: v for k, v in saved.items() if k not in own})  # see from_dict
+        self._resolve([*(f.name for f in core), *own])
+
+    def _resolve(self, names: list[str]) -> None:
+        """Fill every unset field and setting with the method's default; `given` names the ones that were set."""
+        unset = [n for n in names if getattr(self, n) is None]
+        self.given = frozenset(n for n in names if n not in unset and n != "adv")
         if self.adv != "none":
             self.given |= {"adv"}
         defaults = adv_defaults(self.adv)
         for name in unset:
             setattr(self, name, defaults[name])
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: a method's setting. __dict__ directly, so a half-built
+        # object (copy, pickle) raises AttributeError instead of recursing.
+        settings = self.__dict__.get("method_settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(f"'AdvConfig' object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        settings = self.__dict__.get("method_settings", {})
+        if name in settings:
+            settings[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: every field and every method setting by name (the shape checkpoints have always stored)."""
+        core = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method_settings"}
+        return {**core, **self.method_settings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdvConfig:
+        """A saved config (a checkpoint's run_config.json). A setting of a method not registered here (a
+        plugin not installed) is kept as it was, so the config still loads and round-trips."""
+        known = adv_field_names()
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.method_settings.update({k: v for k, v in d.items() if k not in known})
+        return cfg
 
 
 @dataclass
@@ -252,7 +366,6 @@ class AttackConfig:
 SECTIONS: dict[str, type] = {"train": TrainConfig, "adv": AdvConfig, "teacher": TeacherConfig}
 SECTIONS["mlm"] = MLMConfig
 SECTIONS["attack"] = AttackConfig
-ADV_FIELDS = frozenset(f.name for f in fields(AdvConfig))
 
 # Preset flags (e.g. --smart): name -> (help, flag values). Explicit flags and --config win.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -305,12 +418,13 @@ class RunConfig:
             self.adv_explicit = sorted(self.adv.given)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "adv": self.adv.to_dict()}  # the methods' settings flat in "adv"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {name: SECTIONS[name](**d.get(name, {})) for name in SECTIONS}
-        return cls(**sections, adv_explicit=list(d.get("adv_explicit", [])))
+        sections = {name: SECTIONS[name](**d.get(name, {})) for name in SECTIONS if name != "adv"}
+        adv = AdvConfig.from_dict(d.get("adv", {}))
+        return cls(**sections, adv=adv, adv_explicit=list(d.get("adv_explicit", [])))
 
 
 def _str2bool(v: str) -> bool:
@@ -335,8 +449,7 @@ class FlagParser(argparse.ArgumentParser):
             return ""
         known = [o for a in self._actions for o in a.option_strings]
         unknown = [t.split("=")[0] for t in message.split(":", 1)[1].split() if t.startswith("--")]
-        close = [m[0] for u in unknown if (m := difflib.get_close_matches(u, known, n=1))]
-        return f" (did you mean {' / '.join(close)}?)" if close else ""
+        return did_you_mean(unknown, known)
 
 
 def field_help(f: Field) -> str:
@@ -353,7 +466,7 @@ def field_default(f: Field) -> Any:
 
 
 def methods_setting(name: str) -> list[str]:
-    """The registered methods that bring their own default for AdvConfig field `name`."""
+    """The registered methods that bring their own default for AdvConfig field `name` (`Regularizer.defaults`)."""
     from mtadv.adversarial import ADV_METHODS
 
     return [m for m in ADV_METHODS.names() if name in ADV_METHODS.get(m).defaults]
@@ -375,9 +488,10 @@ def _group_doc(section: type) -> str | None:
 
 
 def add_section_flags(parser: argparse.ArgumentParser, section: type) -> None:
-    hints = get_type_hints(section)
+    """One flag per field of `section` (for AdvConfig: and per registered method's own setting)."""
+    hints = section_types(section)
     group = parser.add_argument_group(section.__name__, _group_doc(section))
-    for f in fields(section):
+    for f in section_fields(section):
         typ = hints[f.name]
         help_text = (field_help(f) + _default_note(f)).replace("%", "%%")  # argparse %-formats help
         kw: dict[str, Any] = {"help": help_text, "default": None}
@@ -427,7 +541,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     given = _read_config_file(args.config) if args.config else {}
     given.update({k: v for k, v in vars(args).items() if v is not None and k in _all_field_names()})
     values = {**_preset_values(args, given.get("adv")), **given}
-    return _build(values, explicit=sorted(k for k in given if k in ADV_FIELDS))
+    return _build(values, explicit=sorted(k for k in given if k in adv_field_names()))
 
 
 def _preset_values(args: argparse.Namespace, method: str | None) -> dict[str, Any]:
@@ -459,13 +573,17 @@ def method_defaults(method: str) -> dict[str, Any]:
 def adv_defaults(method: str) -> dict[str, Any]:
     """Every AdvConfig field's value when unset: the method's own default, else the built-in one.
 
-    The one place method defaults are resolved (AdvConfig.__post_init__), whatever built the config."""
+    The methods' own settings (`Regularizer.settings`) take their declared default unless `method`'s
+    `defaults` names them too. The one place method defaults are resolved (AdvConfig.__init__), whatever
+    built the config."""
     builtin = {f.name: f.metadata["builtin"] for f in fields(AdvConfig) if "builtin" in f.metadata}
-    return {**builtin, **method_defaults(method)}
+    own = {name: spec.default for name, spec in method_settings().items()}
+    return {**builtin, **own, **method_defaults(method)}
 
 
 def _all_field_names() -> dict[str, str]:
-    return {f.name: sec for sec, cls in SECTIONS.items() for f in fields(cls)}
+    """Every flag's name -> its section's name."""
+    return {f.name: sec for sec, cls in SECTIONS.items() for f in section_fields(cls)}
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -476,9 +594,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config: {e}", file=path) from None
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping of flag names to values", file=path)
-    unknown = sorted(set(raw) - set(_all_field_names()))
+    known = _all_field_names()
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; use the names from --help", file=path)
+        hint = did_you_mean(unknown, known)
+        raise ConfigError(f"unknown key(s) {unknown}{hint}; use the names from --help", file=path)
     return raw
 
 
@@ -486,7 +606,7 @@ def _build(values: dict[str, Any], explicit: list[str]) -> RunConfig:
     owner = _all_field_names()
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for k, v in values.items():
-        hints = get_type_hints(SECTIONS[owner[k]])
+        hints = section_types(SECTIONS[owner[k]])
         per_section[owner[k]][k] = coerce(v, hints[k], f"--{k}")
     return RunConfig(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()}, adv_explicit=explicit)
 
@@ -518,7 +638,7 @@ def range_problem(value: Any, meta: Any) -> str | None:
 
 def check_ranges(section: Any, *, file: str | None = None, task: str | None = None, prefix: str = "--") -> None:
     """Every numeric field of a config section within its declared range, else a ConfigError naming it."""
-    for f in fields(section):
+    for f in section_fields(type(section)):
         problem = range_problem(getattr(section, f.name), f.metadata)
         if problem:
             raise ConfigError(problem, file=file, task=task, field=f"{prefix}{f.name}")
@@ -576,12 +696,14 @@ def adv_config_for_task(
     the fields the user set (`explicit`: CLI and --config, not a preset's values) and its own `adv:`.
     """
     renamed = {("adv" if k == "method" else k): v for k, v in overrides.items()}
-    unknown = sorted(set(renamed) - ADV_FIELDS)
+    known = adv_field_names() | {"method"}
+    unknown = sorted(set(renamed) - known)
     if unknown:
+        hint = did_you_mean(unknown, known)
         raise ConfigError(
-            f"unknown setting(s) {unknown}; known: {sorted(ADV_FIELDS | {'method'})}", file=file, task=task, field="adv"
+            f"unknown setting(s) {unknown}{hint}; known: {sorted(known)}", file=file, task=task, field="adv"
         )
-    hints = get_type_hints(AdvConfig)
+    hints = section_types(AdvConfig)
     typed = {k: coerce(v, hints[k], f"adv.{k}", file, task) for k, v in renamed.items()}
     if typed.get("adv", base.adv) != base.adv:
         adv = AdvConfig(**{**{k: getattr(base, k) for k in explicit if k != "adv"}, **typed})

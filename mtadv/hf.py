@@ -36,7 +36,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -51,7 +51,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from mtadv.adversarial import ADV_METHODS, Regularizer, StepContext, build_regularizers
 from mtadv.adversarial.perturb import RngState
 from mtadv.adversarial.spaces import get_space, task_space
-from mtadv.config import AdvConfig, RunConfig, TeacherConfig, check_ranges, coerce
+from mtadv.config import AdvConfig, RunConfig, TeacherConfig, check_ranges, coerce, section_fields, section_types
 from mtadv.errors import ConfigError
 from mtadv.losses import TASK_LOSSES
 from mtadv.taskdef import TASK_TYPES, TaskDef
@@ -59,8 +59,19 @@ from mtadv.taskdef import TASK_TYPES, TaskDef
 TASK = "task"  # the name of the single task the regularizers see
 ADV_STATE_FILE = "mtadv_adv_state.safetensors"  # in each checkpoint-<step>/: every regularizer's state_dict()
 POSITIONS = "mtadv_label_positions"  # batch key: (B, T) bool, the labeled tokens of a token-level task
-ADV_KWARGS = {f.name for f in fields(AdvConfig)} - {"adv"}
 TEACHER_KWARGS = {f.name for f in fields(TeacherConfig)} - {"eval_with_teacher"}
+
+
+def adv_kwargs() -> set[str]:
+    """AdvConfig's settings as keywords: its fields and every registered method's own settings (read from
+    the registry on each call, so a method registered after this import is included)."""
+    return {f.name for f in section_fields(AdvConfig)} - {"adv"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ADV_KWARGS":  # the former constant; computed, since methods may register their settings later
+        return adv_kwargs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TaskModel(nn.Module):
@@ -138,7 +149,7 @@ def task_def_for(model: PreTrainedModel) -> tuple[TaskDef, bool]:
 
 def adversarial_settings(adv: str, settings: dict[str, Any]) -> RunConfig:
     """The RunConfig of a method and its settings (AdvConfig and TeacherConfig fields), type- and range-checked
-    (ValueError naming the setting); unset fields take the method's own defaults (AdvConfig.__post_init__)."""
+    (ValueError naming the setting); unset fields take the method's own defaults (AdvConfig.__init__)."""
     try:
         return _settings(adv, settings)
     except (ConfigError, KeyError) as e:
@@ -148,16 +159,16 @@ def adversarial_settings(adv: str, settings: dict[str, Any]) -> RunConfig:
 def _settings(adv: str, settings: dict[str, Any]) -> RunConfig:
     if adv != "none":
         ADV_METHODS.get(adv)  # unknown names fail listing the known ones
-    hints = {**get_type_hints(AdvConfig), **get_type_hints(TeacherConfig)}
+    hints = {**section_types(AdvConfig), **section_types(TeacherConfig)}
     typed = {k: coerce(v, hints[k], k) for k, v in settings.items()}
-    for f in [*fields(AdvConfig), *fields(TeacherConfig)]:
+    for f in [*section_fields(AdvConfig), *section_fields(TeacherConfig)]:
         choices = f.metadata.get("choices")
         if f.name in typed and choices and typed[f.name] not in choices:
             raise ConfigError(f"{typed[f.name]!r} is not one of {list(choices)}", field=f.name)
     if adv == "freeat":  # one optimizer step per batch in the Trainer: m = 1 unless set (then refused below)
         typed.setdefault("freeat_replays", 1)
     teacher = TeacherConfig(**{k: v for k, v in typed.items() if k in TEACHER_KWARGS})
-    method = AdvConfig(adv=adv, **{k: v for k, v in typed.items() if k in ADV_KWARGS})
+    method = AdvConfig(adv=adv, **{k: v for k, v in typed.items() if k in adv_kwargs()})
     for section in (method, teacher):
         check_ranges(section, prefix="")
     return RunConfig(adv=method, teacher=teacher)
@@ -168,7 +179,7 @@ def _unknown_keywords(kwargs: dict[str, Any]) -> None:
     unknown = sorted(set(kwargs) - known)
     if not unknown:
         return
-    ours = sorted(ADV_KWARGS | TEACHER_KWARGS | {"adv"})
+    ours = sorted(adv_kwargs() | TEACHER_KWARGS | {"adv"})
     close = [m[0] for u in unknown if (m := difflib.get_close_matches(u, [*ours, *known], n=1))]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise TypeError(
@@ -198,7 +209,7 @@ class AdversarialTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides it by grad_accum
 
     def __init__(self, *args: Any, adv: str = "none", **kwargs: Any) -> None:
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in ADV_KWARGS | TEACHER_KWARGS}
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in adv_kwargs() | TEACHER_KWARGS}
         _unknown_keywords(kwargs)
         self.run_config = adversarial_settings(adv, settings)
         super().__init__(*args, **kwargs)

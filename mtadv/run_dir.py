@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mtadv.config import AttackConfig, RunConfig
+from mtadv.config import AttackConfig, RunConfig, method_settings, setting_owners
 from mtadv.errors import UserError
 from mtadv.resume import HISTORY_FILE, has_training_state, saved_history_bytes
 
@@ -50,9 +50,20 @@ PATHS = {"data_dir"}  # stored absolute (check_config), so a checkpoint is usabl
 def run_identity(cfg: RunConfig, task_names: list[str]) -> dict[str, dict[str, Any]]:
     """The resolved configuration, with --tasks spelled out (the default means 'every task')."""
     ident = cfg.to_dict()
-    ident.pop("adv_explicit")  # how the values were chosen; the resolved values are the identity
+    explicit = ident.pop("adv_explicit")  # how the values were chosen; the resolved values are the identity
     ident["train"]["tasks"] = ",".join(task_names)
+    for name in idle_settings(cfg, explicit):
+        del ident["adv"][name]
     return ident
+
+
+def idle_settings(cfg: RunConfig, explicit: list[str]) -> list[str]:
+    """The methods' own settings (`Regularizer.settings`) that no task of this run reads: unset, and not
+    a setting of the CLI's method. (A task whose `adv:` picks another method starts from that method's
+    defaults plus the explicit settings, never from these values.) They are left out of the identity, so a
+    run_config.json written before methods declared their settings (which stored vat_xi = 1e-6 for every
+    method) still matches, and so does one written before a plugin added a setting."""
+    return [n for n in method_settings() if n not in explicit and cfg.adv.adv not in setting_owners(n)]
 
 
 def checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:

@@ -11,16 +11,24 @@ PRESETS; mtadv.predict's PredictConfig), so they list exactly the flags `--help`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mtadv.config import PRESETS, SECTIONS, field_default, field_help, methods_setting, preset_help  # noqa: E402
+from mtadv.config import (  # noqa: E402
+    PRESETS,
+    SECTIONS,
+    field_default,
+    field_help,
+    methods_setting,
+    preset_help,
+    section_fields,
+    section_types,
+)
 
 CLI_DOC = REPO / "docs" / "cli.md"
 PREDICT_DOC = REPO / "docs" / "predict.md"
@@ -54,10 +62,11 @@ def default_text(value: Any, typ: type) -> str:
 
 
 def section_rows(section: type) -> list[tuple[str, str, str]]:
-    """(flag, default, meaning) for every field of a config dataclass, in declaration order."""
+    """(flag, default, meaning) for every field of a config dataclass, in declaration order (for AdvConfig,
+    then the registered methods' own settings)."""
     out = []
-    hints = get_type_hints(section)
-    for f in dataclasses.fields(section):
+    hints = section_types(section)
+    for f in section_fields(section):
         meaning = field_help(f)
         if "choices" in f.metadata:
             meaning += f" (one of: {', '.join(map(str, f.metadata['choices']))})"

@@ -592,7 +592,7 @@ def test_vat_default_xi_finds_the_float64_direction(dtype, tiny_encoder, tasks, 
     """VAT's default ξ and its fp32 power iteration give the float64 direction on every example, under
     fp32 and under bf16 / fp16 autocast (the step's clean output is then half precision)."""
     from mtadv.adversarial.perturb import gaussian_noise
-    from mtadv.adversarial.vat import VAT, power_iteration
+    from mtadv.adversarial.vat import power_iteration
 
     model = make_model(tiny_encoder, tasks).eval()  # no dropout: float64 and fp32 forwards are comparable
     batch = make_batch(tokenizer, "rte")
@@ -603,7 +603,7 @@ def test_vat_default_xi_finds_the_float64_direction(dtype, tiny_encoder, tasks, 
         ctx = make_ctx(model, tasks, "rte", batch)
         d = power_iteration(
             ctx.forward, ctx.embeds, ctx.logits.detach(), ctx.mask, ctx.divergence, d0,
-            xi=VAT.defaults["vat_xi"], steps=1, norm="l2", level="example",
+            xi=AdvConfig(adv="vat").vat_xi, steps=1, norm="l2", level="example",
             grad_scale=2.0**16 if dtype == torch.float16 else 1.0,
         )  # fmt: skip
     cos = cosine(d.flatten(1), want.flatten(1))  # (B,)

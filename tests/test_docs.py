@@ -165,15 +165,13 @@ def pages_with_defaults() -> list[Path]:
 @pytest.mark.parametrize("page", pages_with_defaults(), ids=lambda p: p.stem)
 def test_method_page_states_the_defaults_the_code_uses(page):
     """Every row of a page's defaults block gives the value the method runs with when the flag is not set,
-    and every default the method brings itself has a row."""
-    import dataclasses
-
+    every default the method brings itself has a row, and every setting it declares is on the page."""
     from mtadv.adversarial import ADV_METHODS
-    from mtadv.config import SECTIONS, adv_defaults, field_default
+    from mtadv.config import SECTIONS, adv_defaults, field_default, section_fields
 
     name = page.stem
     assert name in ADV_METHODS, f"{page.relative_to(REPO)} documents no registered method"
-    expected = {f.name: field_default(f) for s in SECTIONS.values() for f in dataclasses.fields(s)}
+    expected = {f.name: field_default(f) for s in SECTIONS.values() for f in section_fields(s)}
     expected |= adv_defaults(name)
     rows = re.findall(r"^\| `--(\w+)`[^|]*\| `([^`]*)`", block(page, "defaults"), re.M)
     assert rows, f"{page.relative_to(REPO)}: the defaults block has no rows"
@@ -181,3 +179,6 @@ def test_method_page_states_the_defaults_the_code_uses(page):
     assert not wrong, f"{page.relative_to(REPO)}: (flag, page, code) differ: {wrong}"
     missing = sorted(set(ADV_METHODS.get(name).defaults) - {flag for flag, _ in rows})
     assert not missing, f"{page.relative_to(REPO)}: no row for the method's own defaults {missing}"
+    text = page.read_text(encoding="utf-8")
+    undocumented = [s for s in ADV_METHODS.get(name).settings if f"`--{s}`" not in text]
+    assert not undocumented, f"{page.relative_to(REPO)}: never names its own settings {undocumented}"

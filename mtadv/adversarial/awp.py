@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.adversarial.perturb import TINY, all_finite, scaled_grad
+from mtadv.config import setting
 from mtadv.errors import ConfigError
 
 
@@ -57,6 +58,13 @@ class AWP(Regularizer):
     space = None  # perturbs weights, not an input: the clean forward takes any space
     # The paper's γ = 5e-3 relative to each weight's norm, unclamped (ε = ∞).
     defaults = {"adv_lr": 5e-3, "adv_eps": math.inf}
+    settings = {
+        "adv_weight_pattern": setting(
+            r"^encoder\.(encoder|transformer)\.layers?\.\d+\.(?!.*(LayerNorm|layer_norm)).*\.weight$",
+            "AWP: regex (re.search) over parameter names choosing the weights to perturb "
+            "(default: the encoder layers' Linear weights, not LayerNorm, not embeddings, not heads)",
+        )
+    }
 
     @property
     def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss

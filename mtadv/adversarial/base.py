@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mtadv.adversarial.perturb import RngState, token_mask
 from mtadv.adversarial.spaces import get_space
-from mtadv.config import AdvConfig
+from mtadv.config import AdvConfig, Setting
 from mtadv.losses import DIVERGENCES, TASK_LOSSES, LossFn
 from mtadv.registry import Registry
 from mtadv.taskdef import TaskDef
@@ -74,6 +74,11 @@ class Regularizer:
     # scale ε = 1e-5) would make it a no-op. They apply to every field the user did not set (CLI,
     # --config, a preset); the task definition's `adv:` still wins. Document each value's source.
     defaults: ClassVar[dict[str, Any]] = {}
+    # Settings only this method reads: name -> mtadv.config.setting(default, help, ge/gt/le/lt/choices). Each
+    # becomes a flag (--name), a --config key, an `adv:` key and an AdvConfig attribute (self.cfg.name), with
+    # its range checked; no edit of mtadv/config.py. Names are unique across all methods and flags: prefix
+    # them with the method's name (vat_xi).
+    settings: ClassVar[dict[str, Setting]] = {}
     replays: int = 1
     # What the term equals at a zero perturbation (radius, noise and step 0), a trait the registry-wide
     # tests select by: "zero" (a divergence or penalty), "clean_loss" (a loss at x + δ), or None (no

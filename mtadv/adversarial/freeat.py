@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.adversarial.embedding_attack import task_loss_at
 from mtadv.adversarial.perturb import ascend, norm_of, project
-from mtadv.config import AdvConfig
+from mtadv.config import AdvConfig, setting
 
 
 @ADV_METHODS.register("freeat")
@@ -52,6 +52,14 @@ class FreeAT(Regularizer):
     # The paper's step = ε, on the text methods' scale (ℓ2 per example, ε = 1.0; the paper's 8/255 is
     # for pixels in [0, 1]).
     defaults = {"adv_eps": 1.0, "adv_lr": 1.0, "adv_norm": "l2", "adv_norm_level": "example"}
+    settings = {
+        "freeat_replays": setting(
+            2,
+            "FreeAT: trains each batch of its task m times, an optimizer step each (the step budget stays "
+            "epochs × batches, so every task sees fewer passes)",
+            ge=1,
+        )
+    }
 
     @property
     def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss

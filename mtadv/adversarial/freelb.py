@@ -35,6 +35,7 @@ from torch import Tensor
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
 from mtadv.adversarial.embedding_attack import input_grad, task_loss_at
 from mtadv.adversarial.perturb import ascend, norm_of, project, uniform_init
+from mtadv.config import setting
 
 
 @ADV_METHODS.register("freelb")
@@ -44,8 +45,12 @@ class FreeLB(Regularizer):
     name = "freelb"
     at_zero_perturbation = "clean_loss"
     # Inside the paper's GLUE ranges (Table 7): K = 2, α = 1e-1, ε_init = 1e-1, no projection, ℓ2 per example.
-    defaults = {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.1, "freelb_max_norm": 0.0, "adv_norm": "l2",
-                "adv_norm_level": "example"}  # fmt: skip
+    defaults = {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.1, "adv_norm": "l2", "adv_norm_level": "example"}
+    settings = {
+        "freelb_max_norm": setting(
+            0.0, "FreeLB: project δ onto this radius after each ascent step (0: no projection)", ge=0
+        )
+    }
 
     @property
     def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss

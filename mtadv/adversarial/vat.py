@@ -44,6 +44,7 @@ from torch import Tensor
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext, zero_loss
 from mtadv.adversarial.embedding_attack import input_grad
 from mtadv.adversarial.perturb import full_precision_target, gaussian_noise, norm_of, normalize, project
+from mtadv.config import setting
 from mtadv.losses import LossFn
 
 
@@ -87,9 +88,18 @@ class VAT(Regularizer):
 
     name = "vat"
     at_zero_perturbation = "zero"
-    # The paper's K = 1, ℓ2 per example; ε = 1.0 (its 5.0 is on unit-normalized embeddings); ξ = 1e-2 of ‖x‖,
-    # resolved by the fp32 power iteration (the module docstring says why not the paper's absolute 1e-6).
-    defaults = {"adv_eps": 1.0, "adv_steps": 1, "vat_xi": 1e-2, "adv_norm": "l2", "adv_norm_level": "example"}
+    # The paper's K = 1, ℓ2 per example; ε = 1.0 (its 5.0 is on unit-normalized embeddings).
+    defaults = {"adv_eps": 1.0, "adv_steps": 1, "adv_norm": "l2", "adv_norm_level": "example"}
+    # ξ = 1e-2 of ‖x‖, resolved by the fp32 power iteration (the module docstring says why not the paper's
+    # absolute 1e-6).
+    settings = {
+        "vat_xi": setting(
+            1e-2,
+            "VAT: finite-difference step ξ of the power iteration, relative to the norm of the perturbed tensor "
+            "(per example or per token, as --adv_norm_level)",
+            gt=0,
+        )
+    }
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         c, mask = self.cfg, ctx.mask
