@@ -46,7 +46,10 @@ flags are defaults for every task; a task definition's `adv:` mapping overrides 
 A setting marked "or the method's own" takes the chosen method's default unless you set it; a task
 whose `adv:` names another method starts from that method's defaults plus the flags you set (not a
 preset's values, which are the defaults of the preset's method). Each method's page in
-[methods/](methods/) lists its defaults and where they come from."""
+[methods/](methods/) lists its defaults and where they come from. The flags after
+`--adv_keep_clean_loss` (`--vat_xi`, `--freeat_replays`, ...) are settings one method declares in
+its own file (`mtadv/adversarial/<name>.py`, `settings`); set while no task runs that method, they
+change nothing and the run logs a warning."""
 
 
 def cell(text: str) -> str:
