@@ -14,8 +14,15 @@ Each run is one `python train.py` and writes `benchmarks/results/glue_full/<id>.
 results.json), `wall_s` and `train_stats`. A run whose record exists is skipped, so the sweep
 resumes and records accumulate; two sweeps side by side never take the same run.
 
+Robustness (docs/robustness.md): after training, the best checkpoint is scored on the dev split under
+each attack of `ROBUST_ATTACKS`, one fixed setting for every task, with `predict.py --attack`. The
+scores go under the record's `robust` key (attack -> its settings and the metrics under attack,
+per task), with `robust_wall_s`. Scoring never touches training, so a record without them is
+backfilled from its kept checkpoint with `--robust_backfill`.
+
     python benchmarks/glue_full.py --tasks rte,mrpc --configs plain --seeds 1,2,3,4,5 --parallel 2
     python benchmarks/glue_full.py --table --paired plain:smart
+    python benchmarks/glue_full.py --robust_backfill --keep_best DIR   # score kept checkpoints
 """
 
 from __future__ import annotations
@@ -61,6 +68,69 @@ for _lam in (1.0, 5.0, 20.0):
     CONFIGS[f"sift_l{_lam:g}"] = ["--adv", "sift", "--adv_weight", f"{_lam:g}"]
 
 
+# attack -> predict.py flags: one fixed setting for every task, chosen once (benchmarks/README.md,
+# "Robustness"). pgd: 5 sign steps in the embedding space under ℓ∞ per token, ε = 0.03 of each token's
+# RMS (scale-free, so the same radius means the same on every encoder): on plain MRPC it flips 42% of
+# the correct predictions (ε = 0.01: 12%), strong but short of flipping all. typo: 10% of the words.
+ROBUST_ATTACKS: dict[str, list[str]] = {
+    "pgd": ["--attack", "pgd", "--attack_space", "embedding", "--attack_norm", "linf", "--attack_eps", "0.03"],
+    "typo": ["--attack", "typo", "--attack_rate", "0.1", "--attack_seed", "0"],
+}
+ROBUST_ATTACKS["pgd"] += ["--attack_steps", "5", "--attack_norm_level", "token", "--attack_lr", "0"]
+
+
+def robust_scores(checkpoint: Path, data_dir: Path, work_dir: str, threads: int) -> dict:
+    """The dev metrics of `checkpoint` under each attack of ROBUST_ATTACKS:
+    attack -> {"settings": predict.py's attack settings, "results": {task: {"dev": metrics}}}."""
+    out = {}
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads)}
+    for name, flags in ROBUST_ATTACKS.items():
+        with tempfile.TemporaryDirectory(dir=work_dir) as pred_dir:
+            cmd = [sys.executable, str(REPO / "predict.py"), "--checkpoint", str(checkpoint), "--split", "dev"]
+            cmd += ["--data_dir", str(data_dir), "--output_dir", pred_dir, "--progress", "false", *flags]
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"predict.py --attack {name} failed on {checkpoint}:\n{proc.stderr[-2000:]}")
+            metrics = json.loads((Path(pred_dir) / "metrics.json").read_text())
+        out[name] = {"settings": metrics["attack"], "results": metrics["results"]}
+    return out
+
+
+def add_robust(record: dict, checkpoint: Path, data_dir: Path, args: argparse.Namespace) -> None:
+    """Score `checkpoint` under the fixed attacks into `record` (robust, robust_wall_s, robust_commit)."""
+    start = time.time()
+    record["robust"] = robust_scores(checkpoint, data_dir, args.work_dir, args.threads)
+    record["robust_wall_s"] = round(time.time() - start, 1)
+    record["robust_commit"] = code_version()
+
+
+def write_record(record: dict, out_file: Path) -> None:
+    """Write atomically: a record is there whole or not at all."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out_file)
+
+
+def backfill_robust(args: argparse.Namespace, data_dir: Path) -> None:
+    """Add robust scores to every record without them whose best checkpoint was kept (--keep_best)."""
+    for out_file in sorted(Path(args.out).glob(f"*{TAG}.json")):
+        record = json.loads(out_file.read_text())
+        checkpoint = Path(args.keep_best) / record["id"]
+        if "robust" in record or not checkpoint.is_dir():
+            continue
+        if not _claim(Path(args.work_dir) / "glue_full_claims" / f"robust-{record['id']}"):
+            continue
+        add_robust(record, checkpoint, data_dir, args)
+        write_record(record, out_file)
+        print(f"robust {record['id']}: {robust_summary(record)} ({record['robust_wall_s']}s)", flush=True)
+
+
+def robust_summary(record: dict) -> str:
+    """'pgd {'mrpc': 61.3} typo {'mrpc': 75.0}': each attack's primary metric per task."""
+    return " ".join(f"{name} {_primary(r, record['tasks'])}" for name, r in record["robust"].items())
+
+
 def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str, extra: list[str]) -> list[str]:
     cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
     cmd += ["--output_dir", run_dir, "--seed", str(job["seed"]), "--init_checkpoint", init_checkpoint]
@@ -83,17 +153,17 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
         wall = round(time.time() - start, 1)
         res = json.loads((Path(run_dir) / "results.json").read_text())
         stats = _train_stats(Path(run_dir) / "history.jsonl")
-        if args.keep_best:  # the best checkpoint, for robustness evaluation after the sweep
+        record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
+        record["commit"] = version
+        # machine paths out of the record: the data folder and the run's temporary folder by name
+        record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
+        if args.robust:
+            add_robust(record, Path(run_dir) / "best", data_dir, args)
+        if args.keep_best:  # the best checkpoint, for later evaluations
             shutil.copytree(Path(run_dir) / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
-    record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
-    record["commit"] = version
-    # machine paths out of the record: the data folder and the run's temporary folder by name
-    record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out_file)
-    print(f"done {job['id']}: {_primary(res, job['tasks'])} ({wall}s)", flush=True)
+    write_record(record, out_file)
+    robust = f"; {robust_summary(record)}" if "robust" in record else ""
+    print(f"done {job['id']}: {_primary(res, job['tasks'])}{robust} ({wall}s)", flush=True)
 
 
 def code_version() -> str:
@@ -130,9 +200,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--extra", default="", help="more train.py flags for every run (changes the protocol)")
     p.add_argument("--table", action="store_true", help="only print the tables")
+    p.add_argument("--robust", action=argparse.BooleanOptionalAction, default=True,
+                   help="score each new run's best checkpoint under ROBUST_ATTACKS")  # fmt: skip
+    p.add_argument("--robust_backfill", action="store_true",
+                   help="only score the kept checkpoints (--keep_best) of records without robust scores")  # fmt: skip
     p.add_argument("--only", default="", help="these configs only, in this order (comma list)")
     p.add_argument("--paired", default="", help="per-seed differences, e.g. plain:smart,plain:rdrop")
     args = p.parse_args()
+    if args.robust_backfill:
+        if not args.keep_best:
+            raise SystemExit("--robust_backfill scores the kept checkpoints: give --keep_best DIR")
+        backfill_robust(args, prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_full_cache"))
+        return
     if not args.table:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_full_cache")
         todo = jobs(args.tasks.split(","), args.configs.split(","), [int(s) for s in args.seeds.split(",")],

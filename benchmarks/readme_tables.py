@@ -9,8 +9,13 @@ mean of Pearson and Spearman. Every effect is read as a per-seed paired differen
 Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its table:
 
     README.md              headline      single-task runs: one row per config, GLUE score per task
+                           robust        single-task runs: per config, the clean and the attacked GLUE
+                                         score per task (the record's `robust` key), against plain
     benchmarks/README.md   full-scores   every mode, config and task: each metric, GLUE score, wall time
                            full-paired   every mode, task and config: per-seed differences against plain
+                           full-robust   every config, task and attack: attacked metrics, success rate
+
+A task's robust score is its GLUE score computed from the dev metrics under the attack.
 
     python benchmarks/readme_tables.py           # rewrite both files in place
     python benchmarks/readme_tables.py --check   # exit 1 when either file is out of date
@@ -43,22 +48,25 @@ def load_records(results: Path) -> list[dict]:
     return [json.loads(f.read_text(encoding="utf-8")) for f in sorted(results.glob("*.json"))]
 
 
-def task_metrics(rec: dict, task: str) -> dict[str, float] | None:
-    """The dev metrics of `task` in a record, None when the run did not report them all."""
-    dev = rec.get("result", {}).get("results", {}).get(task, {}).get("dev", {})
+def task_metrics(rec: dict, task: str, attack: str = "") -> dict[str, float] | None:
+    """The dev metrics of `task` in a record (under `attack` when given), None when the record
+    does not hold them all."""
+    result = rec.get("robust", {}).get(attack, {}) if attack else rec.get("result", {})
+    dev = result.get("results", {}).get(task, {}).get("dev", {})
     return dev if all(isinstance(dev.get(m), (int, float)) for m in GLUE_SCORE[task]) else None
 
 
-def glue_score(rec: dict, task: str) -> float | None:
-    dev = task_metrics(rec, task)
+def glue_score(rec: dict, task: str, attack: str = "") -> float | None:
+    dev = task_metrics(rec, task, attack)
     return None if dev is None else statistics.fmean(dev[m] for m in GLUE_SCORE[task])
 
 
-def scores(records: list[dict]) -> Scores:
+def scores(records: list[dict], attack: str = "") -> Scores:
+    """(mode, config, task) -> seed -> GLUE score, clean or under `attack`."""
     out: Scores = {}
     for rec in records:
         for task in rec["tasks"]:
-            score = glue_score(rec, task) if task in GLUE_SCORE else None
+            score = glue_score(rec, task, attack) if task in GLUE_SCORE else None
             if score is not None:
                 out.setdefault((rec["mode"], rec["config"], task), {})[rec["seed"]] = score
     return out
@@ -145,6 +153,73 @@ def headline_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + records_line(records)
 
 
+def attacks_of(records: list[dict]) -> list[str]:
+    return sorted({a for r in records for a in r.get("robust", {})})
+
+
+def robust_table(records: list[dict]) -> str:
+    """The README's robustness table: single-task runs, per config the clean score and the score
+    under each attack, per task and on the four-task mean, with paired differences against plain."""
+    single = [r for r in records if r["mode"] == "single"]
+    attacks = attacks_of(single)
+    if not attacks:
+        return "No record holds robust scores yet."
+    head = [TITLE[t].split(" (")[0] for t in TASKS]
+    lines = ["| config | scored | " + " | ".join(head) + " | mean of 4 |", "|---|---|" + "---|" * (len(TASKS) + 1)]
+    for config in configs_of(single):
+        for attack in ["", *attacks]:
+            sc = scores(single, attack)
+            cells = [score_cell(sc, ("single", config, t), ("single", BASE, t)) for t in TASKS]
+            avg, base_avg = averages(sc, "single", config), averages(sc, "single", BASE)
+            avg_text = mean_sd(list(avg.values()))
+            if config != BASE and avg and (diff := diff_text(base_avg, avg)):
+                avg_text += f"; {diff}"
+            lines.append(f"| {config} | {attack or 'clean'} | " + " | ".join(cells) + f" | {avg_text} |")
+    settings = "; ".join(f"{a}: {settings_text(single, a)}" for a in attacks)
+    return "\n".join(lines) + f"\n\nAttack settings: {settings}."
+
+
+# attack -> the recorded settings the tables name
+SETTINGS_SHOWN = {
+    "pgd": ["attack_space", "attack_norm", "attack_eps", "attack_steps"],
+    "typo": ["attack_rate", "attack_seed"],
+}
+
+
+def settings_text(records: list[dict], attack: str) -> str:
+    """The attack's settings as recorded ('space embedding, norm linf, ...'), or a note when records differ."""
+    found = {
+        json.dumps(r["robust"][attack]["settings"], sort_keys=True) for r in records if attack in r.get("robust", {})
+    }
+    if len(found) != 1:
+        return "mixed settings (see the records)"
+    settings = json.loads(found.pop())
+    keys = SETTINGS_SHOWN.get(attack, [k for k in settings if k != "name"])
+    return ", ".join(f"{k.removeprefix('attack_')} {settings[k]}" for k in keys if k in settings)
+
+
+def full_robust_table(records: list[dict]) -> str:
+    """Every mode, config, task and attack: the metrics under attack and the attack success rate."""
+    lines = [
+        "| mode | config | task | attack | metrics under attack (mean ± std) | success rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in modes_of(records):
+        for config in configs_of(records, mode):
+            recs = [r for r in records if r["mode"] == mode and r["config"] == config]
+            for task in TASKS:
+                for attack in attacks_of(recs):
+                    found = [m for r in recs if task in r["tasks"] and (m := task_metrics(r, task, attack))]
+                    if not found:
+                        continue
+                    metrics = ", ".join(f"{m} {mean_sd([d[m] for d in found])}" for m in GLUE_SCORE[task])
+                    rates = [d["attack_success_rate"] for d in found if "attack_success_rate" in d]
+                    lines.append(f"| {mode} | {config} | {task} | {attack} | {metrics} | {mean_sd(rates)} |")
+    if len(lines) == 2:
+        lines.append(f"| {EMPTY} | {EMPTY} | {EMPTY} | {EMPTY} | no robust scores yet | {EMPTY} |")
+    return "\n".join(lines)
+
+
 def records_line(records: list[dict]) -> str:
     """One sentence saying which configs have records, and for which tasks and how many seeds."""
     if not records:
@@ -209,8 +284,12 @@ def full_paired_table(records: list[dict]) -> str:
 
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
-    "README.md": {"headline": headline_table},
-    "benchmarks/README.md": {"full-scores": full_scores_table, "full-paired": full_paired_table},
+    "README.md": {"headline": headline_table, "robust": robust_table},
+    "benchmarks/README.md": {
+        "full-scores": full_scores_table,
+        "full-paired": full_paired_table,
+        "full-robust": full_robust_table,
+    },
 }
 
 

@@ -152,3 +152,55 @@ def test_render_replaces_blocks_and_names_a_missing_one():
     assert new == "a\n<!-- table:headline -->\nNEW\n<!-- /table:headline -->\nb\n"
     with pytest.raises(SystemExit, match="X.md has no <!-- table:other -->"):
         rt.render(text, {"other": lambda recs: ""}, [], "X.md")
+
+
+def with_robust(rec: dict, pgd: float, typo: float) -> dict:
+    """`rec` with robust scores: under pgd and typo the task's GLUE score is `pgd` and `typo`."""
+    task = rec["tasks"][0]
+    rec["robust"] = {}
+    for attack, score in (("pgd", pgd), ("typo", typo)):
+        values = [score] if len(METRICS[task]) == 1 else [score - 1.0, score + 1.0]
+        dev = {**dict(zip(METRICS[task], values)), "attack_success_rate": 100.0 - score}
+        settings = {"name": attack, "attack_eps": 0.1, "attack_steps": 5, "attack_norm": "linf"}
+        settings |= {"attack_space": "embedding", "attack_rate": 0.1, "attack_seed": 0}
+        rec["robust"][attack] = {"settings": settings, "results": {task: {"dev": dev}}}
+    return rec
+
+
+def robust_rows(table: str) -> dict[tuple[str, str], list[str]]:
+    """(config, scored) -> the task and mean cells of the robust table's body rows."""
+    out = {}
+    for line in table.splitlines()[2:]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[(cells[0], cells[1])] = cells[2:]
+    return out
+
+
+def test_robust_table_pairs_attacked_scores_against_plain():
+    recs = []
+    for seed in (1, 2):
+        recs.append(with_robust(full("plain", seed, "rte", 60.0 + seed), pgd=40.0 + seed, typo=55.0))
+        recs.append(with_robust(full("pgd", seed, "rte", 60.0 + seed), pgd=45.0 + 2 * seed, typo=55.0 + seed))
+    recs.append(full("vat", 1, "rte", 70.0))  # no robust scores: a clean row, empty attacked rows
+    body = robust_rows(rt.robust_table(recs))
+    assert list(body)[:3] == [("plain", "clean"), ("plain", "pgd"), ("plain", "typo")]
+    assert body[("plain", "pgd")][0] == "41.5 ± 0.7 (n=2)"
+    # pgd − plain under pgd: seed 1 +6, seed 2 +7
+    assert body[("pgd", "pgd")][0] == "48.0 ± 1.4 (n=2); Δ +6.5 ± 0.7, p = 0.05 (n=2)"
+    assert body[("pgd", "clean")][0].endswith("Δ +0.0 ± 0.0, p = — (n=2)")
+    assert body[("vat", "pgd")][0] == "—"
+    assert rt.robust_table(recs).endswith(
+        "Attack settings: pgd: space embedding, norm linf, eps 0.1, steps 5; typo: rate 0.1, seed 0."
+    )
+    assert rt.robust_table([full("plain", 1, "rte", 60.0)]) == "No record holds robust scores yet."
+
+
+def test_full_robust_table_lists_attacked_metrics_and_success_rate():
+    recs = [with_robust(full("plain", s, "mrpc", 80.0), pgd=50.0 + s, typo=70.0) for s in (1, 2)]
+    lines = rt.full_robust_table(recs).splitlines()[2:]
+    assert lines[0] == (
+        "| single | plain | mrpc | pgd | accuracy 50.5 ± 0.7 (n=2), f1 52.5 ± 0.7 (n=2) | 48.5 ± 0.7 (n=2) |"
+    )
+    assert lines[1].split(" | ")[3] == "typo"
+    assert "no robust scores yet" in rt.full_robust_table([])
