@@ -113,11 +113,14 @@ def write_record(record: dict, out_file: Path) -> None:
 
 
 def backfill_robust(args: argparse.Namespace, data_dir: Path) -> None:
-    """Add robust scores to every record without them whose best checkpoint was kept (--keep_best)."""
-    for out_file in sorted(Path(args.out).glob(f"*{TAG}.json")):
-        record = json.loads(out_file.read_text())
+    """Add robust scores to every record of --tasks and --seeds without them whose best checkpoint
+    was kept (--keep_best), seed by seed."""
+    tasks, seeds = set(args.tasks.split(",")), {int(s) for s in args.seeds.split(",")}
+    files = sorted(Path(args.out).glob(f"*{TAG}.json"))
+    for record, out_file in sorted(((json.loads(f.read_text()), f) for f in files), key=lambda r: r[0]["seed"]):
         checkpoint = Path(args.keep_best) / record["id"]
-        if "robust" in record or not checkpoint.is_dir():
+        wanted = set(record["tasks"]) <= tasks and record["seed"] in seeds
+        if "robust" in record or not checkpoint.is_dir() or not wanted:
             continue
         if not _claim(Path(args.work_dir) / "glue_full_claims" / f"robust-{record['id']}"):
             continue
