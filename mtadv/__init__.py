@@ -12,6 +12,9 @@ The Python API (README, docs/hf_trainer.md); names load on first use, so `import
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
@@ -33,6 +36,27 @@ _API = {
     "register_task_type": "mtadv.api",
 }
 __all__ = sorted(_API)
+
+
+class _CheckoutDataUtils:
+    """Finds `mtadv.data_utils` in a source checkout, where data_utils/ sits beside mtadv/.
+
+    An install puts it inside the package, and an editable install maps it there, so this finder
+    (last on sys.meta_path) only answers when neither did: `python train.py` run from a checkout
+    imports mtadv from the checkout, also where mtadv is installed non-editable or not at all."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        folder = Path(__file__).resolve().parent.parent / "data_utils"
+        if fullname != "mtadv.data_utils" or not (folder / "__init__.py").is_file():
+            return None
+        return importlib.util.spec_from_file_location(
+            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+
+
+if not any(isinstance(f, type) and f.__name__ == "_CheckoutDataUtils" for f in sys.meta_path):
+    sys.meta_path.append(_CheckoutDataUtils)
 
 
 def __getattr__(name: str) -> Any:

@@ -197,3 +197,18 @@ def test_a_non_editable_install_runs_from_any_directory(tmp_path, tiny_encoder):
     ]
     run(str(bin_dir / "mtadv-train"), *train)
     assert (work / "run" / "results.json").is_file() and (work / "run" / "best").is_dir()
+
+    # `python train.py` from the checkout beside that install: mtadv (and its data_utils) from the checkout
+    shutil.copy(REPO / "train.py", src / "train.py")
+    checkout = subprocess.run([python, "train.py", "--help"], cwd=src, env=env, capture_output=True, text=True)
+    assert checkout.returncode == 0 and "--task_def" in checkout.stdout, checkout.stderr[-3000:]
+    here = f"import mtadv.data_utils as d; assert d.__file__.startswith({str(src)!r}), d.__file__"
+    assert subprocess.run([python, "-c", here], cwd=src, env=env).returncode == 0
+
+
+def test_data_utils_resolves_in_a_checkout_without_any_install():
+    """Without site (no editable finder, no installed copy), a checkout's mtadv finds its data_utils/."""
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import mtadv.data_utils as d; print(d.__file__)"
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=REPO.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(REPO / "data_utils" / "__init__.py")
