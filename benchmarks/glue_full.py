@@ -157,7 +157,7 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
         res = json.loads((Path(run_dir) / "results.json").read_text())
         stats = _train_stats(Path(run_dir) / "history.jsonl")
         record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
-        record["commit"] = version
+        record["commit"], record["machine"] = version, machine()
         # machine paths out of the record: the data folder and the run's temporary folder by name
         record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
         if args.robust:
@@ -167,6 +167,26 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     write_record(record, out_file)
     robust = f"; {robust_summary(record)}" if "robust" in record else ""
     print(f"done {job['id']}: {_primary(res, job['tasks'])}{robust} ({wall}s)", flush=True)
+
+
+def print_plan(todo: list[dict], args: argparse.Namespace, data_dir: Path) -> None:
+    """The runs without a record, one line each with the train.py flags a run would get."""
+    left = [job for job in todo if not (Path(args.out) / f"{job['id']}.json").exists()]
+    for job in left:
+        flags = train_command(job, data_dir, "RUN_DIR", args.init_checkpoint, args.extra.split())
+        print(f"{job['id']}: {' '.join(flags[flags.index('--tasks') :])}")
+    print(f"{len(left)} of {len(todo)} runs to do")
+
+
+def machine() -> str:
+    """What the runs ran on, for the record: the GPU's name, else the CPU count."""
+    if shutil.which("nvidia-smi"):
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        if gpu.returncode == 0 and gpu.stdout.strip():
+            return f"cuda: {gpu.stdout.strip().splitlines()[0]}"
+    return f"cpu: {os.cpu_count()} cores"
 
 
 def code_version() -> str:
@@ -203,6 +223,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--extra", default="", help="more train.py flags for every run (changes the protocol)")
     p.add_argument("--table", action="store_true", help="only print the tables")
+    p.add_argument("--dry_run", action="store_true", help="print the runs still to do and their flags, run nothing")
     p.add_argument("--robust", action=argparse.BooleanOptionalAction, default=True,
                    help="score each new run's best checkpoint under ROBUST_ATTACKS")  # fmt: skip
     p.add_argument("--robust_backfill", action="store_true",
@@ -219,6 +240,9 @@ def main() -> None:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_full_cache")
         todo = jobs(args.tasks.split(","), args.configs.split(","), [int(s) for s in args.seeds.split(",")],
                     args.modes.split(","))  # fmt: skip
+        if args.dry_run:
+            print_plan(todo, args, data_dir)
+            return
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), todo))
     only = args.only.split(",") if args.only else None
