@@ -143,6 +143,8 @@ def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str,
 
 def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     out_file = Path(args.out) / f"{job['id']}.json"
+    if args.deadline and time.time() > args.deadline:
+        return  # past --stop_after: start nothing new, so the call ends inside its time limit
     if out_file.exists() or not _claim(Path(args.work_dir) / "glue_full_claims" / job["id"]):
         return
     with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
@@ -223,6 +225,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--extra", default="", help="more train.py flags for every run (changes the protocol)")
     p.add_argument("--table", action="store_true", help="only print the tables")
+    p.add_argument("--stop_after", type=float, default=0, help="start no run after this many seconds (0: no limit)")
     p.add_argument("--dry_run", action="store_true", help="print the runs still to do and their flags, run nothing")
     p.add_argument("--robust", action=argparse.BooleanOptionalAction, default=True,
                    help="score each new run's best checkpoint under ROBUST_ATTACKS")  # fmt: skip
@@ -231,6 +234,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="these configs only, in this order (comma list)")
     p.add_argument("--paired", default="", help="per-seed differences, e.g. plain:smart,plain:rdrop")
     args = p.parse_args()
+    args.deadline = time.time() + args.stop_after if args.stop_after else 0.0
     if args.robust_backfill:
         if not args.keep_best:
             raise SystemExit("--robust_backfill scores the kept checkpoints: give --keep_best DIR")
