@@ -18,7 +18,9 @@ from transformers import get_scheduler, set_seed
 
 from mtadv import distributed, faults, run_dir
 from mtadv.adversarial import build_regularizers
+from mtadv.adversarial.teacher import BregmanTeacher
 from mtadv.bundled import check_model_package
+from mtadv.callbacks import TeacherCallback
 from mtadv.checkpoint import load_encoder, load_heads_into, resolve_model_path
 from mtadv.config import RunConfig, TrainConfig, check_config
 from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
@@ -27,7 +29,6 @@ from mtadv.model import MultiTaskModel
 from mtadv.pipelines import pipeline_for
 from mtadv.resume import load_training_state
 from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
-from mtadv.teacher import BregmanTeacher, TeacherCallback
 from mtadv.tracking import RunTracker
 from mtadv.trainer import LOWER_IS_BETTER, Trainer
 

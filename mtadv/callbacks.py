@@ -11,13 +11,16 @@ callback events); the trainer calls those it has, in list order (`Trainer.callba
                                         (with training_state/), False for best/
     on_train_end(trainer, payload)      before results.json is written: a callback may add its section
 
-The builder attaches the EMA teacher's callback (mtadv.teacher.TeacherCallback) and, only while
+The builder attaches the EMA teacher's callback (TeacherCallback, below) and, only while
 MTADV_FAULT is set, the reliability tests' fault injection (mtadv.faults.FaultInjection).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
 
 EVENTS = ("on_step_end", "on_evaluate", "on_save", "on_train_end")
 
@@ -41,3 +44,37 @@ def fire(callbacks: list, event: str, *args: Any) -> None:
         method = getattr(cb, event, None)
         if method is not None:
             method(*args)
+
+
+class TeacherCallback:
+    """The EMA teacher (mtadv.adversarial.teacher) beside the loop: --eval_with_teacher's dev metrics at each
+    evaluation (dev_teacher/<task>/<split>/<metric>, TrainState.last/best_teacher_results and
+    results.json's "teacher"), and best/teacher/, a complete checkpoint of its own. A training
+    checkpoint stores the teacher once, in its regularizer state (predict.py --use_teacher reads it)."""
+
+    def __init__(self, eval_with_teacher: bool) -> None:
+        self.eval_with_teacher = eval_with_teacher
+
+    def on_evaluate(self, trainer, results: dict) -> None:
+        teacher = trainer.teacher_model()
+        out = trainer.evaluate(teacher) if self.eval_with_teacher and teacher is not None else {}
+        if out:
+            flat = {
+                f"dev_teacher/{t}/{s}/{m}": v for t, sp in out.items() for s, ms in sp.items() for m, v in ms.items()
+            }
+            trainer.tracker.scalars(trainer.state.step, flat, kind="eval")
+        trainer.state.last_teacher_results = out
+
+    def on_save(self, trainer, directory: Path, training: bool) -> None:
+        teacher = trainer.teacher_model()
+        if teacher is not None and not training:
+            cfg = trainer.cfg.to_dict()
+            save_checkpoint(directory / TEACHER_DIR, teacher, trainer.tokenizer, trainer.task_def_text, cfg)
+
+    def on_train_end(self, trainer, payload: dict[str, Any]) -> None:
+        if self.eval_with_teacher:
+            payload["teacher"] = {
+                "results": trainer.state.best_teacher_results,
+                "final": trainer.state.last_teacher_results,
+                "checkpoint": f"{trainer.tracker.output_dir}/best/{TEACHER_DIR}",
+            }

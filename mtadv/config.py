@@ -230,7 +230,10 @@ class AdvConfig:
     adv_start_epoch: int = method_opt(0, "first epoch (0-based) in which the regularizer is active", ge=0)
     adv_warmup_steps: int = method_opt(0, "optimizer steps before the regularizer starts", ge=0)
     bregman_mu: float = method_opt(
-        0.0, "weight μ of the Bregman (EMA-teacher) term for this task; 0 disables it (SMART: 1)", ge=0
+        0.0,
+        "weight μ of the Bregman (EMA-teacher) term for this task, added to any method; 0 disables it "
+        "(--smart and --adv bregman: 1)",
+        ge=0,
     )
     adv_keep_clean_loss: bool = method_opt(
         False,

@@ -12,7 +12,7 @@ Public surface: train() runs it all; batches(epoch, start) yields the grad-accum
 train_step(group) takes one optimizer step over one, micro_step(task, batch, n) is its forward and
 backward; state_dict() / load_state_dict() are what mtadv.resume saves for exact resume. What runs
 beside the loop is a callback (mtadv.callbacks: on_step_end, on_evaluate, on_save, on_train_end),
-e.g. the EMA teacher's evaluation and best/teacher/ (mtadv.teacher.TeacherCallback). The optimizer
+e.g. the EMA teacher's evaluation and best/teacher/ (mtadv.callbacks.TeacherCallback). The optimizer
 comes from mtadv.build.build_optimizer; results.json and the summary from mtadv.tracking.
 """
 
@@ -460,7 +460,7 @@ class Trainer:
     def _save(self, name: str, extra: Callable[[Path], None] | None) -> None:
         self.state.train_seconds = self._elapsed()  # what a resume continues counting from
 
-        def callbacks(tmp: Path) -> None:  # e.g. best/teacher/ (mtadv.teacher.TeacherCallback)
+        def callbacks(tmp: Path) -> None:  # e.g. best/teacher/ (mtadv.callbacks.TeacherCallback)
             fire(self.callbacks, "on_save", self, tmp, extra is not None)
 
         save_checkpoint(

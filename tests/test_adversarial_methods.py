@@ -38,6 +38,9 @@ NO_INPUT_PERTURBATION = {
 # by declared trait: the term is a loss at x + δ (the rest add a divergence or a penalty)
 LOSS_AT_PERTURBED_INPUT = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation == "clean_loss"}
 NOTHING_TO_ZERO = {n for n in METHODS if ADV_METHODS.get(n).at_zero_perturbation is None}
+# by declared trait: the term compares the student with its own past (the EMA teacher), so its perturbation is a
+# lag that only training after the term began creates; at creation (θ̃ = θ) it is the zero perturbation
+PERTURBED_IN_TIME = {n for n in METHODS if ADV_METHODS.get(n).perturbs == "weights_in_time"}
 
 PAIRS = SENTENCE_PAIRS
 LABELS = {task: torch.tensor(values) for task, values in PAIR_LABELS.items()}
@@ -109,6 +112,22 @@ def encoder_grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def perturbed(name: str, reg, model, tasks, tokenizer, task: str) -> StepContext:
+    """A step context at which the method's perturbation is not zero. A method perturbed in time first trains
+    the student one SGD step after its term began, so that θ̃ lags θ (as from the trainer's second step on)."""
+    if name in PERTURBED_IN_TIME:
+        ctx = make_ctx(model, tasks, task, make_batch(tokenizer, task))
+        loss, _ = reg.loss(ctx)  # the term begins: θ̃ = θ
+        (ctx.task_loss + loss).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(0.5 * p.grad)
+        model.zero_grad(set_to_none=True)
+        reg.on_optimizer_step(model)  # θ̃ moves part of the way after θ
+    return make_ctx(model, tasks, task, make_batch(tokenizer, task))
+
+
 # ------------------------------------------------------------------ every method
 
 
@@ -117,7 +136,7 @@ def encoder_grads(model) -> dict[str, torch.Tensor]:
 def test_loss_finite_and_gradients_reach_encoder(name, task, tiny_encoder, tasks, tokenizer):
     model = make_model(tiny_encoder, tasks)
     reg = ADV_METHODS.get(name)(adv_config(name))
-    loss, logs = reg.loss(make_ctx(model, tasks, task, make_batch(tokenizer, task)))
+    loss, logs = reg.loss(perturbed(name, reg, model, tasks, tokenizer, task))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) for v in logs.values())
     loss.backward()  # the regularizer's term alone
@@ -177,7 +196,7 @@ def test_deterministic_for_a_seed(name, tiny_encoder, tasks, tokenizer):
         model = make_model(tiny_encoder, tasks)
         torch.manual_seed(123)
         reg = ADV_METHODS.get(name)(adv_config(name))
-        ctx = make_ctx(model, tasks, "stsb", make_batch(tokenizer, "stsb"))
+        ctx = perturbed(name, reg, model, tasks, tokenizer, "stsb")
         loss, _ = reg.loss(ctx)
         (ctx.task_loss + loss).backward()
         return loss.detach(), encoder_grads(model)
@@ -189,7 +208,8 @@ def test_deterministic_for_a_seed(name, tiny_encoder, tasks, tokenizer):
 
 @pytest.mark.parametrize("name", sorted(set(METHODS) - NOTHING_TO_ZERO))
 def test_zero_perturbation(name, tiny_encoder, tasks, tokenizer):
-    """ε = 0, init 0, step 0: a divergence term vanishes; a loss at x + 0 is the clean loss."""
+    """ε = 0, init 0, step 0: a divergence term vanishes; a loss at x + 0 is the clean loss. A method perturbed
+    in time has no lag yet: the term's first step, θ̃ = θ (dropout replayed), gives exactly 0 too."""
     model = make_model(tiny_encoder, tasks)
     cfg = adv_config(name, adv_eps=0.0, adv_init_mag=0.0, adv_lr=0.0, freelb_max_norm=0.0)
     reg = ADV_METHODS.get(name)(cfg)
@@ -200,6 +220,25 @@ def test_zero_perturbation(name, tiny_encoder, tasks, tokenizer):
         assert torch.isclose(loss, clean, rtol=1e-6, atol=0)
     else:  # divergence terms and penalties
         assert loss.item() == 0
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_traits_agree(name):
+    """What a method perturbs and its `space` tell the same story: an input space exactly for input methods."""
+    cls = ADV_METHODS.get(name)
+    assert cls.perturbs in {"input", "weights", "dropout", "weights_in_time"}
+    assert (cls(adv_config(name)).space is None) == (cls.perturbs != "input")
+    assert cls.at_zero_perturbation in {"zero", "clean_loss", None}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_adv_name_builds_the_method_for_every_task(name, tasks):
+    """--adv NAME gives every task the method; one shared by tasks (the EMA teacher) is one object for all."""
+    cls = ADV_METHODS.get(name)
+    regs = build_regularizers(RunConfig(adv=adv_config(name)), tasks)
+    (rte,), (stsb,) = regs["rte"], regs["stsb"]
+    assert type(rte) is type(stsb) is cls
+    assert (rte is stsb) == cls.shared_by_tasks
 
 
 # ------------------------------------------------------------------ method-specific
@@ -488,8 +527,10 @@ def test_multitask_cli_run_with_grad_accum(name, tiny_encoder, tmp_path):
     assert set(results["final"]) == {"rte", "stsb"} and results["run"]["steps"] == 3
     assert results["run"]["skipped_steps"] == 0
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    own = {"loss", "total_loss"}  # the trainer's; a regularizer logs scalars of its own next to them
+    term_logged = [k for row in history for k in row if k.startswith("train/rte/") and k.split("/")[-1] not in own]
+    assert term_logged, "the regularizer never ran"
     adv_logged = [(row, k[: -len("adv_loss")]) for row in history for k in row if k.endswith("/adv_loss")]
-    assert adv_logged, "the regularizer never ran"
     if ADV_METHODS.get(name)(adv_config(name)).replaces_task_loss:  # as published: no clean loss
         assert all(row[p + "total_loss"] == pytest.approx(row[p + "adv_loss"], rel=1e-5) for row, p in adv_logged)
 

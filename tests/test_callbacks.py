@@ -6,9 +6,9 @@ import torch
 from training_runs import train_args
 
 from mtadv.build import build_trainer
+from mtadv.callbacks import TeacherCallback
 from mtadv.config import build_parser, config_from_args
 from mtadv.faults import FaultInjection
-from mtadv.teacher import TeacherCallback
 
 
 def _build(argv: list[str]):

@@ -21,15 +21,16 @@ from mtadv.adversarial import build_regularizers
 from mtadv.adversarial.base import StepContext
 from mtadv.adversarial.perturb import RngState, norm_of, token_mask
 from mtadv.adversarial.smart import SmartRegularizer, virtual_adversarial_perturbation
+from mtadv.adversarial.teacher import BregmanTeacher, warmup_beta
 from mtadv.build import build_trainer
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
 from mtadv.config import AdvConfig, RunConfig, TeacherConfig, build_parser, config_from_args
 from mtadv.losses import DIVERGENCES, TASK_LOSSES
 from mtadv.model import MultiTaskModel
 from mtadv.taskdef import load_task_defs
-from mtadv.teacher import BregmanTeacher, warmup_beta
 
 GLUE_YAML = Path(__file__).resolve().parent.parent / "task_defs" / "glue.yml"
+TEACHER_ADV = AdvConfig(adv="bregman")  # a task's settings; the tests give μ per task (mu_by_task)
 PAIRS = [
     ("the cat sat on the mat", "a cat was sitting"),
     ("he said it would rain today in the city", "rain"),
@@ -225,7 +226,7 @@ def test_nan_in_ascent_gradient_is_skipped_and_counted(model, tasks, batch, monk
 # ------------------------------------------------------------------ the teacher
 def test_ema_matches_the_formula(model, tasks, batch):
     beta = 0.9
-    teacher = BregmanTeacher(TeacherConfig(bregman_beta=beta, bregman_beta_warmup=False), {"mrpc": 1.0})
+    teacher = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_beta=beta, bregman_beta_warmup=False), {"mrpc": 1.0})
     teacher.loss(make_ctx(model, tasks["mrpc"], batch))  # creates θ̃ = θ
     expected = [p.detach().clone() for p in model.parameters()]
     for _ in range(3):
@@ -248,7 +249,7 @@ def test_ema_warmup_beta():
 @pytest.mark.parametrize("replay", [False, True])
 def test_teacher_term_is_zero_at_creation_without_dropout_and_has_no_teacher_grad(model, tasks, batch, replay):
     model.eval()  # no dropout in the student's forward: a replaying teacher must not add any either
-    teacher = BregmanTeacher(TeacherConfig(bregman_replay_dropout=replay), {"mrpc": 2.0})
+    teacher = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_replay_dropout=replay), {"mrpc": 2.0})
     loss, logs = teacher.loss(make_ctx(model, tasks["mrpc"], batch))
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and logs["bregman_mu"] == 2.0
 
@@ -258,8 +259,8 @@ def test_teacher_term_with_dropout_is_zero_at_creation_only_when_masks_are_repla
     """θ̃ = θ with dropout on (the trainer's case): an eval-mode teacher leaves the student's dropout noise
     in the term; a teacher that replays the clean forward's masks gives exactly 0, and stays in eval mode."""
     ctx = make_ctx(model, tasks[task], batch)  # model in train mode: the clean forward had dropout
-    noisy, _ = BregmanTeacher(TeacherConfig(bregman_replay_dropout=False), {task: 1.0}).loss(ctx)
-    replaying = BregmanTeacher(TeacherConfig(bregman_replay_dropout=True), {task: 1.0})
+    noisy, _ = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_replay_dropout=False), {task: 1.0}).loss(ctx)
+    replaying = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_replay_dropout=True), {task: 1.0})
     replayed, _ = replaying.loss(ctx)
     assert noisy.item() > 1e-6
     assert replayed.item() == pytest.approx(0.0, abs=1e-10)
@@ -269,14 +270,14 @@ def test_teacher_term_with_dropout_is_zero_at_creation_only_when_masks_are_repla
 
 
 def test_teacher_state_round_trips(model, tasks, batch, tiny_encoder):
-    teacher = BregmanTeacher(TeacherConfig(bregman_beta=0.5), {"mrpc": 1.0})
+    teacher = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_beta=0.5), {"mrpc": 1.0})
     teacher.loss(make_ctx(model, tasks["mrpc"], batch))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     teacher.on_optimizer_step(model)
     state = teacher.state_dict()
-    other = BregmanTeacher(TeacherConfig(bregman_beta=0.5), {"mrpc": 1.0})
+    other = BregmanTeacher(TEACHER_ADV, TeacherConfig(bregman_beta=0.5), {"mrpc": 1.0})
     other.load_state_dict(state)
     other.on_optimizer_step(model)  # materializes θ̃ from the state, then averages once more
     teacher.on_optimizer_step(model)
@@ -294,6 +295,27 @@ def test_one_teacher_shared_by_tasks_with_per_task_mu(tasks):
     assert isinstance(regs["mrpc"][0], SmartRegularizer)
     off = build_regularizers(RunConfig(adv=AdvConfig(adv="smart", bregman_mu=0.0)), chosen)
     assert not any(isinstance(r, BregmanTeacher) for r in off["mrpc"])
+
+
+def test_adv_bregman_is_the_teacher_alone_at_the_papers_mu(tasks):
+    """--adv bregman: no other method, one teacher for all tasks at μ = 1; a task's adv: still picks per task."""
+    parse = build_parser("t").parse_args
+    chosen = {"mrpc": tasks["mrpc"], "stsb": tasks["stsb"]}
+    regs = build_regularizers(config_from_args(parse(["--adv", "bregman"])), chosen)
+    (t1,), (t2,) = regs["mrpc"], regs["stsb"]
+    assert t1 is t2 and isinstance(t1, BregmanTeacher) and t1.mu_by_task == {"mrpc": 1.0, "stsb": 1.0}
+    mixed = {
+        "mrpc": dataclasses.replace(tasks["mrpc"], adv={"method": "fgm"}),  # FGM's own μ: 0, no teacher
+        "stsb": dataclasses.replace(tasks["stsb"], adv={"bregman_mu": 3.0}),
+    }
+    regs = build_regularizers(config_from_args(parse(["--adv", "bregman"])), mixed)
+    assert [type(r).__name__ for r in regs["mrpc"]] == ["FGM"] and regs["stsb"][0].mu_by_task == {"stsb": 3.0}
+    regs = build_regularizers(config_from_args(parse(["--smart"])), {"mrpc": mixed["stsb"]})
+    assert [type(r) for r in regs["mrpc"]] == [SmartRegularizer, BregmanTeacher]  # the method, then the teacher
+    assert build_regularizers(config_from_args(parse(["--adv", "bregman", "--bregman_mu", "0"])), chosen) == {
+        "mrpc": [],
+        "stsb": [],
+    }
 
 
 def test_smart_preset_has_the_papers_settings():
@@ -367,3 +389,18 @@ def test_grad_accumulation_and_bf16_autocast(tiny_encoder, tmp_path):
     breg = [v for h in train_logs for k, v in h.items() if k.endswith("/bregman_loss")]
     assert adv and breg and all(math.isfinite(v) for v in adv + breg)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_adv_bregman_trains_exactly_as_bregman_mu_without_a_method(tiny_encoder, tmp_path):
+    a = trainer_for(tiny_encoder, tmp_path / "a", "--adv", "bregman", "--max_steps", "3")
+    a.train()
+    b = trainer_for(tiny_encoder, tmp_path / "b", "--bregman_mu", "1", "--max_steps", "3")
+    b.train()
+
+    def train_rows(out: Path) -> list[dict]:
+        return [{k: v for k, v in h.items() if k.startswith("train/")} for h in history(out)]
+
+    rows = train_rows(tmp_path / "a")
+    assert rows == train_rows(tmp_path / "b") and any("train/mrpc/bregman_loss" in r for r in rows)
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), k

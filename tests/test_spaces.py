@@ -175,6 +175,28 @@ def test_zero_radius_in_space_gives_the_clean_term(name, space, bert, tasks):
     assert logs["adv_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
+def shared_methods() -> list[str]:
+    """The registered methods that a task adds next to its own (`shared_by_tasks`: the EMA teacher), so they
+    meet the clean forward of that method's space."""
+    return [n for n in ADV_METHODS.names() if ADV_METHODS.get(n).shared_by_tasks]
+
+
+@pytest.mark.parametrize("space", SPACE_NAMES)
+@pytest.mark.parametrize("name", shared_methods())
+def test_shared_method_takes_the_space_of_the_tasks_method(name, space, bert, tasks):
+    """Its term is finite in either space, and at a zero perturbation (the teacher: no lag yet) it is 0 or the
+    clean loss, up to the embedding space's rounding (the clean path runs through x / RMS · RMS)."""
+    model, batch = build(bert, tasks)
+    cls = ADV_METHODS.get(name)
+    reg = cls(adv_config(name, space, adv_eps=0.0, adv_init_mag=0.0, adv_lr=0.0))
+    ctx = make_ctx(model, tasks, "rte", batch, space)
+    loss, _ = reg.loss(ctx)
+    assert torch.isfinite(loss)
+    expected = {"zero": 0.0, "clean_loss": ctx.task_loss.item()}.get(cls.at_zero_perturbation)
+    if expected is not None:
+        assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
 def test_a_task_picks_its_space_in_its_task_definition(bert, tasks):
     """adv_space is an AdvConfig field, so a task's `adv:` mapping sets it for that task alone."""
     from mtadv.config import adv_config_for_task

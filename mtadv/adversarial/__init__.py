@@ -8,7 +8,7 @@ import logging
 import pkgutil
 
 from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
-from mtadv.config import RunConfig, adv_config_for_task, method_settings, setting_owners
+from mtadv.config import AdvConfig, RunConfig, adv_config_for_task, method_settings, setting_owners
 from mtadv.errors import ConfigError
 from mtadv.taskdef import TaskDef
 
@@ -22,27 +22,31 @@ for _module in pkgutil.iter_modules(__path__):
 
 
 def build_regularizers(cfg: RunConfig, tasks: dict[str, TaskDef]) -> dict[str, list[Regularizer]]:
-    """Each task's regularizers: the CLI's method and settings, overridden by the task's `adv:`."""
+    """Each task's regularizers: the CLI's method and settings, overridden by the task's `adv:`, then the
+    methods shared by tasks (the EMA teacher) for the tasks that use them."""
     out: dict[str, list[Regularizer]] = {}
-    mu: dict[str, float] = {}  # each task's Bregman weight μ (0: no teacher term)
-    methods: dict[str, str] = {}  # each task's method
+    advs: dict[str, AdvConfig] = {}  # each task's resolved settings
     for name, task in tasks.items():
         adv = adv_config_for_task(cfg.adv, task.adv, name, task.source_file, cfg.adv_explicit)
-        methods[name] = adv.adv
-        regs: list[Regularizer] = []
-        if adv.adv != "none":
-            try:
-                method = ADV_METHODS.get(adv.adv)
-            except KeyError as e:
-                field = "adv.method" if "method" in task.adv else "--adv"
-                raise ConfigError(
-                    str(e.args[0]), file=task.source_file if "method" in task.adv else None, task=name, field=field
-                ) from None
-            regs.append(method(adv))
-        out[name] = regs
-        mu[name] = adv.bregman_mu
-    _warn_idle_settings(cfg, tasks, methods)
-    _add_bregman_teacher(cfg, out, mu)
+        advs[name] = adv
+        out[name] = []
+        if adv.adv == "none":
+            continue
+        try:
+            method = ADV_METHODS.get(adv.adv)
+        except KeyError as e:
+            field = "adv.method" if "method" in task.adv else "--adv"
+            raise ConfigError(
+                str(e.args[0]), file=task.source_file if "method" in task.adv else None, task=name, field=field
+            ) from None
+        if not method.shared_by_tasks:  # a shared one is added below, once, to every task that uses it
+            out[name].append(method(adv))
+    _warn_idle_settings(cfg, tasks, {name: adv.adv for name, adv in advs.items()})
+    for method_name in ADV_METHODS.names():
+        method = ADV_METHODS.get(method_name)
+        if method.shared_by_tasks:
+            for name, reg in method.for_run(cfg, advs).items():
+                out[name].append(reg)
     return out
 
 
@@ -63,20 +67,3 @@ def _warn_idle_settings(cfg: RunConfig, tasks: dict[str, TaskDef], methods: dict
                 " / ".join(owners),
                 runs,
             )
-
-
-def _add_bregman_teacher(cfg: RunConfig, out: dict[str, list[Regularizer]], mu: dict[str, float]) -> None:
-    """ONE EMA teacher shared by every task with μ > 0 (the trainer runs its hooks once)."""
-    from mtadv.teacher import BregmanTeacher  # here: mtadv.teacher imports this package
-
-    for name, m in mu.items():
-        if m < 0:
-            raise ConfigError(f"bregman_mu must be >= 0, got {m}", task=name, field="bregman_mu")
-    if not 0.0 <= cfg.teacher.bregman_beta < 1.0:
-        raise ConfigError(f"must be in [0, 1), got {cfg.teacher.bregman_beta}", field="--bregman_beta")
-    users = {name: m for name, m in mu.items() if m > 0}
-    if not users:
-        return
-    teacher = BregmanTeacher(cfg.teacher, users)
-    for name in users:
-        out[name].append(teacher)

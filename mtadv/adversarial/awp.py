@@ -56,6 +56,7 @@ class AWP(Regularizer):
     name = "awp"
     at_zero_perturbation = "clean_loss"
     space = None  # perturbs weights, not an input: the clean forward takes any space
+    perturbs = "weights"
     # The paper's γ = 5e-3 relative to each weight's norm, unclamped (ε = ∞).
     defaults = {"adv_lr": 5e-3, "adv_eps": math.inf}
     settings = {

@@ -7,12 +7,15 @@ knowing them by name:
 - `replays` > 1: the trainer trains each batch of a task whose active regularizer replays that many
   times, with an optimizer step each (FreeAT); the step budget stays epochs × groups;
 - `on_optimizer_step(model)`: after each optimizer step (the EMA teacher's update);
-- `state_dict()` / `load_state_dict()`: state carried across steps, saved in checkpoints.
+- `state_dict()` / `load_state_dict()`: state carried across steps, saved in checkpoints;
+- `shared_by_tasks` with `for_run(run, advs)`: one instance for the whole run, added to every task that
+  uses it after the task's own method (the EMA teacher).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 
 from mtadv.adversarial.perturb import RngState, token_mask
 from mtadv.adversarial.spaces import get_space
-from mtadv.config import AdvConfig, Setting
+from mtadv.config import AdvConfig, RunConfig, Setting
 from mtadv.losses import DIVERGENCES, TASK_LOSSES, LossFn
 from mtadv.registry import Registry
 from mtadv.taskdef import TaskDef
@@ -84,12 +87,26 @@ class Regularizer:
     # tests select by: "zero" (a divergence or penalty), "clean_loss" (a loss at x + δ), or None (no
     # perturbation to zero).
     at_zero_perturbation: ClassVar[str | None] = "zero"
+    # What the method perturbs, a trait the registry-wide tests select by: "input" (the tensor of the task's
+    # perturbation space, `space`), "weights" (θ + v), "dropout" (a second dropout sample), or "weights_in_time"
+    # (the EMA teacher θ̃, the student's own past: no lag at creation, θ̃ = θ, one once the student has trained).
+    perturbs: ClassVar[str] = "input"
+    # True: one instance for the whole run instead of one per task (the EMA teacher is one model). `for_run`
+    # builds it from every task's settings and names the tasks that add its term after their own method; a task
+    # that names it as its method (`--adv bregman`) trains plainly plus that term.
+    shared_by_tasks: ClassVar[bool] = False
     # True: the step trains on this method's loss instead of the clean task loss (adversarial training as
     # PGD/FreeAT/FreeLB/AWP publish it); the clean forward still supplies ctx. The loss must carry a graph.
     replaces_task_loss: bool = False
 
     def __init__(self, cfg: AdvConfig) -> None:
         self.cfg = cfg
+
+    @classmethod
+    def for_run(cls, run: RunConfig, advs: Mapping[str, AdvConfig]) -> dict[str, Regularizer]:
+        """A `shared_by_tasks` method's one instance, keyed by every task that adds its term ({}: none does);
+        advs: each task's resolved settings."""
+        raise NotImplementedError(f"{cls.__name__} is built per task ({cls.__name__}(cfg)), not shared_by_tasks")
 
     def active(self, step: int, epoch: int) -> bool:
         return step >= self.cfg.adv_warmup_steps and epoch >= self.cfg.adv_start_epoch

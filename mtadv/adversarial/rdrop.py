@@ -58,6 +58,7 @@ class RDrop(Regularizer):
     # α = 1.0: the top of the paper's GLUE range {0.1, 0.5, 1.0} and the fairseq criterion's default.
     defaults = {"adv_weight": 1.0}
     space = None  # perturbs no input: the clean forward takes any task's space
+    perturbs = "dropout"
 
     def loss(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         # The second sub-model: a complete forward of the same batch with fresh dropout masks, so every

@@ -22,20 +22,26 @@ as in the paper. --bregman_start_step and --bregman_ramp_steps start it later or
 teacher whose task head is freshly initialized predicts near-uniformly, and μ = 1 from step 0
 pulls the student toward that. A later start (re)initializes the teacher to the student at the
 start step, then averages from there.
+
+Registered as the method `bregman`, shared by tasks (`shared_by_tasks`, built once by `for_run`): every
+task whose μ > 0 adds the term after its own method (`--smart` is `--adv smart` plus μ = 1; `--adv fgm
+--bregman_mu 1` works the same), and `--adv bregman` is plain fine-tuning plus the term at μ = 1. Its
+"perturbation" is in time: θ̃ is the student's past, so at creation (zero lag) the term is exactly 0.
+Docs: docs/methods/bregman.md.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mtadv.adversarial.base import Regularizer, StepContext
-from mtadv.checkpoint import TEACHER_DIR, save_checkpoint
-from mtadv.config import TeacherConfig
+from mtadv.adversarial.base import ADV_METHODS, Regularizer, StepContext
+from mtadv.config import AdvConfig, RunConfig, TeacherConfig
+from mtadv.errors import ConfigError
 
 
 def warmup_beta(beta: float, n_averaged: int) -> float:
@@ -58,29 +64,55 @@ def ema_with_warmup(beta: float):
     return update
 
 
+@ADV_METHODS.register("bregman")
 class BregmanTeacher(Regularizer):
     """μ_task · ℓ_s(f(x; θ), f(x; θ̃)) with θ̃ the EMA of θ; one instance shared by all tasks."""
 
     name = "bregman"
     space = None  # perturbs no input: the clean forward takes any task's space
+    perturbs = "weights_in_time"  # θ̃ is the student's own past, so the "perturbation" is the teacher's lag
+    at_zero_perturbation = "zero"  # zero lag (θ̃ = θ, as at creation) with replayed dropout: exactly 0
+    shared_by_tasks = True  # one EMA model for the whole run, next to each task's own method
+    # `--adv bregman`: plain fine-tuning plus the term at the paper's μ = 1 (SMART, Sec. 5); a task on another
+    # method adds it with its own --bregman_mu, 0 by default.
+    defaults = {"bregman_mu": 1.0}
 
-    def __init__(self, cfg: TeacherConfig, mu_by_task: dict[str, float]) -> None:
-        self.cfg = cfg
-        self.mu_by_task = dict(mu_by_task)
+    def __init__(
+        self, cfg: AdvConfig, teacher: TeacherConfig | None = None, mu_by_task: Mapping[str, float] | None = None
+    ) -> None:
+        """cfg: a task's settings (its bregman_mu is μ for every task unless `mu_by_task` names them); teacher:
+        the run's teacher settings (β, start, ramp, dropout replay); mu_by_task: task -> μ (`for_run`)."""
+        super().__init__(cfg)
+        self.teacher_cfg = teacher if teacher is not None else TeacherConfig()
+        self.mu_by_task = None if mu_by_task is None else dict(mu_by_task)
         self.averaged: AveragedModel | None = None  # built at the start step from the student
         self._pending: dict[str, Any] | None = None  # loaded state waiting for a model to copy
 
+    @classmethod
+    def for_run(cls, run: RunConfig, advs: Mapping[str, AdvConfig]) -> dict[str, Regularizer]:
+        """ONE teacher for every task with μ > 0, whatever its method (the trainer runs its hooks once)."""
+        for task, adv in advs.items():
+            if adv.bregman_mu < 0:
+                raise ConfigError(f"bregman_mu must be >= 0, got {adv.bregman_mu}", task=task, field="bregman_mu")
+        if not 0.0 <= run.teacher.bregman_beta < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {run.teacher.bregman_beta}", field="--bregman_beta")
+        users = {task: adv.bregman_mu for task, adv in advs.items() if adv.bregman_mu > 0}
+        if not users:
+            return {}
+        teacher = cls(AdvConfig(adv=cls.name), run.teacher, users)
+        return dict.fromkeys(users, teacher)
+
     # ------------------------------------------------------------ schedule
     def active(self, step: int, epoch: int) -> bool:
-        return step >= self.cfg.bregman_start_step
+        return step >= self.teacher_cfg.bregman_start_step
 
     def weight(self, task: str, step: int) -> float:
         """μ for the task, ramped linearly over bregman_ramp_steps after the start step."""
-        mu = self.mu_by_task.get(task, 0.0)
-        ramp = self.cfg.bregman_ramp_steps
+        mu = self.cfg.bregman_mu if self.mu_by_task is None else self.mu_by_task.get(task, 0.0)
+        ramp = self.teacher_cfg.bregman_ramp_steps
         if ramp <= 0:
             return mu
-        return mu * min(1.0, (step - self.cfg.bregman_start_step + 1) / ramp)
+        return mu * min(1.0, (step - self.teacher_cfg.bregman_start_step + 1) / ramp)
 
     # ------------------------------------------------------------ the term
     @property
@@ -100,7 +132,7 @@ class BregmanTeacher(Regularizer):
     def _teacher_output(self, teacher: nn.Module, ctx: StepContext) -> Tensor:
         """f(x; θ̃): in eval mode, or (bregman_replay_dropout) in train mode with the clean forward's
         dropout masks replayed, so that a teacher equal to the student gives a term of exactly 0."""
-        if not self.cfg.bregman_replay_dropout:
+        if not self.teacher_cfg.bregman_replay_dropout:
             return teacher(ctx.batch, task=ctx.task.name)
         teacher.train(ctx.model.training)  # dropout exactly where the student's clean forward had it
         try:
@@ -118,8 +150,8 @@ class BregmanTeacher(Regularizer):
     def _ensure_teacher(self, model: nn.Module) -> None:
         if self.averaged is not None:
             return
-        beta = self.cfg.bregman_beta
-        avg_fn = ema_with_warmup(beta) if self.cfg.bregman_beta_warmup else get_ema_multi_avg_fn(beta)
+        beta = self.teacher_cfg.bregman_beta
+        avg_fn = ema_with_warmup(beta) if self.teacher_cfg.bregman_beta_warmup else get_ema_multi_avg_fn(beta)
         averaged = AveragedModel(model, multi_avg_fn=avg_fn, use_buffers=True)  # deep copy: θ̃_0 = θ
         averaged.update_parameters(model)  # n_averaged 0 -> 1 (the first update copies)
         averaged.eval().requires_grad_(False)
@@ -146,37 +178,3 @@ class BregmanTeacher(Regularizer):
             self.averaged.load_state_dict(state)
         else:
             self._pending = dict(state)  # materialized when the model is next seen
-
-
-class TeacherCallback:
-    """The EMA teacher beside the loop (mtadv.callbacks): --eval_with_teacher's dev metrics at each
-    evaluation (dev_teacher/<task>/<split>/<metric>, TrainState.last/best_teacher_results and
-    results.json's "teacher"), and best/teacher/, a complete checkpoint of its own. A training
-    checkpoint stores the teacher once, in its regularizer state (predict.py --use_teacher reads it)."""
-
-    def __init__(self, eval_with_teacher: bool) -> None:
-        self.eval_with_teacher = eval_with_teacher
-
-    def on_evaluate(self, trainer, results: dict) -> None:
-        teacher = trainer.teacher_model()
-        out = trainer.evaluate(teacher) if self.eval_with_teacher and teacher is not None else {}
-        if out:
-            flat = {
-                f"dev_teacher/{t}/{s}/{m}": v for t, sp in out.items() for s, ms in sp.items() for m, v in ms.items()
-            }
-            trainer.tracker.scalars(trainer.state.step, flat, kind="eval")
-        trainer.state.last_teacher_results = out
-
-    def on_save(self, trainer, directory: Path, training: bool) -> None:
-        teacher = trainer.teacher_model()
-        if teacher is not None and not training:
-            cfg = trainer.cfg.to_dict()
-            save_checkpoint(directory / TEACHER_DIR, teacher, trainer.tokenizer, trainer.task_def_text, cfg)
-
-    def on_train_end(self, trainer, payload: dict[str, Any]) -> None:
-        if self.eval_with_teacher:
-            payload["teacher"] = {
-                "results": trainer.state.best_teacher_results,
-                "final": trainer.state.last_teacher_results,
-                "checkpoint": f"{trainer.tracker.output_dir}/best/{TEACHER_DIR}",
-            }
