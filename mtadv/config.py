@@ -355,11 +355,16 @@ class AttackConfig:
     """Settings of the robustness attacks that train.py and predict.py score under (docs/robustness.md)."""
 
     attack_eps: float = opt(
-        0.1, "pgd: radius ε in --attack_space's units (embedding: relative to each token's RMS)", ge=0
+        0.03,
+        "pgd: radius ε in --attack_space's units (embedding: relative to each token's RMS; how the default "
+        "was chosen: docs/robustness.md)",
+        ge=0,
     )
     attack_steps: int = opt(5, "pgd: ascent steps K", ge=0)
     attack_lr: float = opt(0.0, "pgd: ascent step size (0: 2.5·ε/K, Madry et al.'s rule)", ge=0)
-    attack_norm: str = opt("l2", "pgd: norm of the ball: l2 or linf (sign steps)", choices=("l2", "linf"))
+    attack_norm: str = opt(
+        "linf", "pgd: norm of the ball: linf (sign steps; scale-free per coordinate) or l2", choices=("l2", "linf")
+    )
     attack_norm_level: str = opt("token", "pgd: norms per token or per example", choices=("token", "example"))
     attack_space: str = opt("embedding", "pgd: what is perturbed: word or embedding", choices=("word", "embedding"))
     attack_rate: float = opt(0.1, "typo: fraction of words changed", ge=0, le=1)
