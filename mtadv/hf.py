@@ -201,7 +201,8 @@ class _OptimizerStepHook(TrainerCallback):
 class AdversarialTrainer(Trainer):
     """transformers.Trainer with an mtadv adversarial regularizer (`adv=`, its settings as keywords).
 
-    adv: a method of mtadv.list_methods() or "none" (with bregman_mu > 0: the EMA teacher alone).
+    adv: a method of mtadv.list_methods() or "none"; "bregman" is the EMA teacher alone (μ = 1), which any
+    method adds with bregman_mu > 0.
     Settings: AdvConfig fields (adv_eps, adv_lr, adv_steps, ..., bregman_mu) and TeacherConfig fields
     (bregman_beta, bregman_start_step, ...); unset ones take the method's own defaults.
     """
