@@ -297,6 +297,14 @@ def test_one_teacher_shared_by_tasks_with_per_task_mu(tasks):
     assert not any(isinstance(r, BregmanTeacher) for r in off["mrpc"])
 
 
+def test_the_old_import_path_re_exports_the_teacher():
+    from mtadv import teacher
+    from mtadv.callbacks import TeacherCallback
+
+    assert teacher.BregmanTeacher is BregmanTeacher and teacher.TeacherCallback is TeacherCallback
+    assert teacher.warmup_beta is warmup_beta
+
+
 def test_adv_bregman_is_the_teacher_alone_at_the_papers_mu(tasks):
     """--adv bregman: no other method, one teacher for all tasks at μ = 1; a task's adv: still picks per task."""
     parse = build_parser("t").parse_args
