@@ -125,6 +125,19 @@ def load_heads_into(model: MultiTaskModel, checkpoint_dir: str) -> list[str]:
     return sorted(loaded)
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """save_pretrained with the fast backend's padding and truncation switched off first.
+
+    Every encoding call sets them anew, so they hold whatever the last call used: the model's own
+    Fixed(128) padding when a warm tokenization cache made no call, none after tokenizing. Saved as
+    is, two runs of the same config would write different tokenizer.json files."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
+    tokenizer.save_pretrained(directory)
+
+
 def save_checkpoint(
     directory: str | Path,
     model: MultiTaskModel,
@@ -137,7 +150,7 @@ def save_checkpoint(
 
     def write(tmp: Path) -> None:
         model.pretrained_model().save_pretrained(tmp, safe_serialization=True)  # encoder (+ MLM head)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         save_file(_head_tensors(model), str(tmp / HEADS_FILE))
         meta = {
             "format_version": FORMAT_VERSION,

@@ -277,3 +277,21 @@ def test_a_signal_checkpoints_and_exits_cleanly(signum, tiny_encoder, tmp_path):
     assert ckpt == latest_checkpoint(out)
     state = json.loads((ckpt / "training_state" / "trainer_state.json").read_text())["state"]
     assert ckpt.name == f"checkpoint-{state['step']}" and 0 < state["step"] < 100000
+
+
+def test_the_saved_tokenizer_does_not_depend_on_the_last_encoding_call(tiny_encoder, tmp_path):
+    """A warm tokenization cache makes no encoding call before the save, a cold one does: same files."""
+    from transformers import AutoTokenizer
+
+    from mtadv.checkpoint import save_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    tokenizer.backend_tokenizer.enable_padding(length=16)  # as a model's own tokenizer.json may ship
+    save_tokenizer(tokenizer, tmp_path / "warm")
+    tokenizer("a sentence", "and another", truncation=True, max_length=8)
+    save_tokenizer(tokenizer, tmp_path / "cold")
+    warm, cold = ((tmp_path / d / "tokenizer.json").read_bytes() for d in ("warm", "cold"))
+    assert warm == cold
+    assert json.loads(warm)["padding"] is None and json.loads(warm)["truncation"] is None
+    # encoding still pads and truncates as asked
+    assert len(tokenizer("a b c d e f g h i j", truncation=True, max_length=6)["input_ids"]) == 6
