@@ -52,7 +52,7 @@ class MLMCollator:
 
 
 class MaskedBlockCollator:
-    """Stacks blocks that were masked once already (the held-out split; see mtadv.mlm)."""
+    """Stacks blocks that were masked once already (the held-out split; see mtadv.tasks.mlm)."""
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         keys = [k for k in (*MODEL_INPUTS, "mlm_labels") if k in examples[0]]

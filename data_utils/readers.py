@@ -1,7 +1,8 @@
 """Read one split of a task into a `datasets.Dataset` of raw examples, validating as we go.
 
 Output columns: `id` (str), `text_a` (str), `text_b` (str, pair tasks only) and `label`
-(int class index or float score; absent for test splits without labels).
+(as the task type parses it: an int class index or a float score; absent for test splits without
+labels).
 
 GLUE quirks handled here: CoLA train/dev have no header; MRPC's header starts with a
 byte-order mark (read as utf-8-sig); MNLI/QNLI/QQP fields hold unbalanced quote characters,
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -124,23 +124,15 @@ def _columns_of(row: Any) -> str:
     return f"it has {len(row)} columns (indices 0-{len(row) - 1}); fix 'columns' or 'header' in the task definition"
 
 
-def _label(task: TaskDef, raw: Any, err) -> int | float:
-    kind = task.task_type.label_kind
-    if kind == "class":
-        assert task.labels is not None
-        name = str(raw).strip()
-        if name in task.labels:
-            return task.labels.index(name)
-        if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(task.labels):
-            return raw  # hub datasets store class indices
-        raise err(f"label {raw!r} is not in the label list {list(task.labels)}; fix the data or 'labels'")
+def _label(task: TaskDef, raw: Any, err) -> Any:
+    """The row's label as the task type parses it (mtadv.tasks: a class index, a float score)."""
+    parse = task.task_type.parse_label
+    if parse is None:
+        raise err(f"a {task.type} task reads no labels; remove columns.label")
     try:
-        score = float(raw)
-    except (TypeError, ValueError):
-        raise err(f"label {raw!r} is not a number, as a {task.type} task needs") from None
-    if not math.isfinite(score):  # "nan"/"inf" parse as floats but would poison the loss
-        raise err(f"label {raw!r} is not a finite number, as a {task.type} task needs")
-    return score
+        return parse(task, raw)
+    except ValueError as e:
+        raise err(str(e)) from None
 
 
 def _delimited(delimiter: str, quoting: int) -> RowSource:

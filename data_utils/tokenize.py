@@ -1,7 +1,7 @@
 """Tokenize raw examples with the encoder's fast tokenizer through a cached `datasets.map`.
 
-The cache file is keyed by the source file's identity (path, size, mtime), the split's column
-mapping, the tokenizer and the max length, so a second run skips tokenization.
+The cache file is keyed by the source file's identity (`source_key`: path, size, mtime), the
+split's column mapping, the tokenizer and the max length, so a second run skips tokenization.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import datasets
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
+
+from mtadv.taskdef import TaskDef
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels", "example_idx", "offset_mapping")
 
@@ -28,6 +30,16 @@ class TokenizedSplit:
 
 def default_cache_dir() -> str:
     return os.environ.get("MTADV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mtadv")
+
+
+def source_key(task: TaskDef, split: str, data_dir: str) -> tuple:
+    """Identity of a split's source for the tokenization cache: file path, size and mtime."""
+    s = task.splits[split]
+    if s.format == "hub":
+        return (s.hub, s.subset, s.split, split)
+    path = s.path if os.path.isabs(s.path) else os.path.join(data_dir, s.path)
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, s.columns, task.labels, task.type)
 
 
 def tokenize_split(

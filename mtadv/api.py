@@ -16,9 +16,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mtadv.adversarial import ADV_METHODS, Regularizer
-from mtadv.heads import HEADS
-from mtadv.pipelines import PIPELINES
 from mtadv.taskdef import TASK_TYPES, TaskType
+from mtadv.tasks import HEADS, PIPELINES
 
 PLUGIN_GROUP = "mtadv.plugins"
 T = TypeVar("T")
@@ -52,7 +51,7 @@ def register_task_type(name: str, *, head: str, like: str = "classification", **
 
 def load_checkpoint(path: str, trust_remote_code: bool = False):
     """(model, tokenizer, task_defs, run_config) from an mtadv checkpoint directory (best/, checkpoint-N/)."""
-    from mtadv.checkpoint import load_checkpoint as load
+    from mtadv.checkpoint import load_checkpoint as load  # light-import: transformers, for `import mtadv`
 
     return load(path, trust_remote_code)
 

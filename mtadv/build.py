@@ -26,11 +26,11 @@ from mtadv.config import RunConfig, TrainConfig, check_config
 from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import pipeline_for
 from mtadv.resume import load_training_state
-from mtadv.taskdef import TaskDef, load_task_defs, select_tasks
+from mtadv.taskdef import TaskDef, load_task_defs, lower_is_better, select_tasks
+from mtadv.tasks import pipeline_for
 from mtadv.tracking import RunTracker
-from mtadv.trainer import LOWER_IS_BETTER, Trainer
+from mtadv.trainer import Trainer
 
 
 @dataclass
@@ -73,16 +73,6 @@ def read_task_data(
 
 def _cap(ds: datasets.Dataset, n: int) -> datasets.Dataset:
     return ds.select(range(min(n, len(ds)))) if n else ds
-
-
-def source_key(task: TaskDef, split: str, data_dir: str) -> tuple:
-    """Identity of a split's source for the tokenization cache: file path, size and mtime."""
-    s = task.splits[split]
-    if s.format == "hub":
-        return (s.hub, s.subset, s.split, split)
-    path = s.path if os.path.isabs(s.path) else os.path.join(data_dir, s.path)
-    st = os.stat(path)
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, s.columns, task.labels, task.type)
 
 
 def tokenize_all(raw: RawData, tasks: dict[str, TaskDef], tokenizer, cfg: RunConfig):
@@ -181,7 +171,7 @@ def check_run_flags(cfg: RunConfig, tasks: dict[str, TaskDef]) -> None:
     if (
         task is None
         or parts[1] not in [s.name for s in task.dev_splits()]
-        or parts[2] not in (*task.metrics, *LOWER_IS_BETTER)
+        or parts[2] not in (*task.metrics, *lower_is_better())
     ):
         choices = [f"{t.name}/{s.name}/{m}" for t in tasks.values() for s in t.dev_splits() for m in t.metrics]
         raise ConfigError(

@@ -20,7 +20,7 @@ from mtadv.taskdef import TaskDef
 @dataclass
 class Predictions:
     example_idx: np.ndarray  # (N,) row index into the split's raw examples
-    outputs: np.ndarray  # (N, C) class probabilities, or (N,) scores
+    outputs: np.ndarray  # (N, C) class probabilities, or (N,) scores (mlm: (N,) token ids)
     labels: np.ndarray | None  # (N,) gold labels when the split has them
 
     def predicted(self, task: TaskDef) -> np.ndarray:

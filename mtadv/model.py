@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from mtadv.heads import HEADS
 from mtadv.taskdef import TaskDef
+from mtadv.tasks import HEADS
 
 ENCODER_INPUTS = ("attention_mask", "token_type_ids")
 

@@ -26,7 +26,6 @@ import torch
 
 from mtadv.attacks import ATTACKS, Attack, build_attack
 from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
-from mtadv.build import source_key
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
 from mtadv.config import AttackConfig, check_ranges, opt
 from mtadv.data_utils.collate import TaskCollator
@@ -42,14 +41,14 @@ from mtadv.data_utils.submission import (
     validate_submission,
     zip_submission,
 )
-from mtadv.data_utils.tokenize import default_cache_dir, tokenize_split
+from mtadv.data_utils.tokenize import default_cache_dir, source_key, tokenize_split
 from mtadv.errors import ConfigError, UserError
 from mtadv.evaluate import Predictions, predict_split, split_metrics
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import EvalRequest
 from mtadv.precision import autocast_dtype
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
+from mtadv.tasks import EvalRequest
 from mtadv.teacher import BregmanTeacher
 
 FROM_CHECKPOINT = "checkpoint"

@@ -6,6 +6,7 @@ expected, before any data is read or any output is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,29 +36,35 @@ TASK_KEYS = {
 
 @dataclass(frozen=True)
 class TaskType:
-    """What a task type means: its head, its label kind and its defaults."""
+    """What a task type means: its head, its labels, its metrics and its defaults.
+
+    The built-in types register theirs in their own module of mtadv.tasks (labeled.py: classification
+    and regression; mlm.py), together with the head and the pipeline (read -> tokenize -> collate ->
+    evaluate -> predict) of the same name; docs/task_definitions.md says how to add one."""
 
     name: str
-    head: str  # name in mtadv.heads.HEADS
+    head: str  # name in mtadv.tasks.HEADS
     label_kind: str | None  # "class" (index into labels), "score" (float) or None (unlabeled)
     loss: str
     adv_loss: str
-    metrics: tuple[str, ...]
-    # Metrics the type's evaluator computes itself (mtadv.pipelines); empty: any name in METRICS.
-    own_metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...]  # the default `metrics:`
+    # Every metric name a task of this type may list (what its pipeline's evaluate computes).
+    metric_names: Callable[[], Sequence[str]]
+    # One row's raw label value -> the value the head is trained on (a class index, a float), raising
+    # ValueError with the problem; None: the type reads no labels (mlm).
+    parse_label: Callable[[TaskDef, Any], Any] | None = None
     # Without a dev split, hold one out of the train split (--mlm_holdout), format "holdout".
     holdout_dev: bool = False
+    lower_is_better: tuple[str, ...] = ()  # metrics where lower is better (mlm: loss, perplexity)
 
 
-TASK_TYPES: Registry[TaskType] = Registry("task type")
-_MLM_METRICS = ("perplexity", "loss", "accuracy")  # over the masked tokens of the held-out split
-for _t in (
-    TaskType("classification", "classification", "class", "ce", "sym_kl", ("accuracy",)),
-    TaskType("regression", "regression", "score", "mse", "mse", ("pearson", "spearman")),
-    # Masked-LM on an unlabeled corpus (ALUM's pretraining task): metrics over the masked tokens.
-    TaskType("mlm", "mlm", None, "ce", "sym_kl", _MLM_METRICS, own_metrics=_MLM_METRICS, holdout_dev=True),
-):
-    TASK_TYPES.register(_t.name)(_t)
+# Filled by the modules of mtadv.tasks, imported on the first lookup (Registry's `discover`).
+TASK_TYPES: Registry[TaskType] = Registry("task type", discover="mtadv.tasks")
+
+
+def lower_is_better() -> set[str]:
+    """The metrics that some registered task type reports lower-is-better (best-checkpoint selection)."""
+    return {m for name in TASK_TYPES.names() for m in TASK_TYPES.get(name).lower_is_better}
 
 
 @dataclass(frozen=True)
@@ -216,11 +223,9 @@ def _parse_labels(spec: dict, ttype: TaskType, err) -> tuple[tuple[str, ...] | N
 
 
 def _check_names(metrics: tuple[str, ...], loss: str, adv_loss: str, err, ttype: TaskType) -> None:
-    # Imported here: these registries import torch and the metric libraries.
-    from mtadv.data_utils.metrics import METRICS
-    from mtadv.losses import DIVERGENCES, TASK_LOSSES
+    from mtadv.losses import DIVERGENCES, TASK_LOSSES  # light-import: torch, for a module that parses YAML
 
-    known = list(ttype.own_metrics) or METRICS.names()
+    known = list(ttype.metric_names())
     for m in metrics:
         if m not in known:
             raise err("metrics", f"unknown metric {m!r} for a {ttype.name} task; known: {', '.join(known)}")

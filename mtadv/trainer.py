@@ -50,15 +50,13 @@ from mtadv.data_utils.tokenize import TokenizedSplit, default_cache_dir
 from mtadv.errors import UserError
 from mtadv.losses import TASK_LOSSES
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import EvalRequest, pipeline_for
 from mtadv.precision import autocast_dtype
 from mtadv.resume import chain_writers, rank_local_state, unique_regularizers, write_training_state
 from mtadv.run_dir import latest_checkpoint, rotate_checkpoints
 from mtadv.signals import Interrupted, StopOnSignal
-from mtadv.taskdef import TaskDef
+from mtadv.taskdef import TaskDef, lower_is_better
+from mtadv.tasks import EvalRequest, pipeline_for
 from mtadv.tracking import Results, RobustResults, RunTracker, print_summary, results_payload, robust_section
-
-LOWER_IS_BETTER = {"perplexity", "loss"}
 
 
 @dataclass
@@ -376,7 +374,7 @@ class Trainer:
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # evaluating never moves the training RNG streams
             for (task, split), data in self.eval_splits.items():
-                tdef = self.tasks[task]  # by task type: labeled metrics, or MLM loss/perplexity (mtadv.pipelines)
+                tdef = self.tasks[task]  # by task type: labeled metrics, or MLM loss/perplexity (mtadv.tasks)
                 results.setdefault(task, {})[split] = pipeline_for(tdef).evaluate(model, tdef, data, request)
         return results
 
@@ -387,7 +385,7 @@ class Trainer:
             return _average_primary(results, self.tasks)
         task, split, metric = key.split("/")
         value = results.get(task, {}).get(split, {}).get(metric)
-        return None if value is None else (-value if metric in LOWER_IS_BETTER else value)
+        return None if value is None else (-value if metric in lower_is_better() else value)
 
     def evaluate_and_keep_best(self) -> None:
         """Evaluate on every dev split, log, and write best/ when the selection metric improved."""
@@ -515,8 +513,9 @@ def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | Non
     """Mean primary dev metric of the higher-is-better tasks; auxiliary MLM tasks (perplexity) do not
     enter it. When every task is lower-is-better (an MLM-only run), minus their mean."""
     prim = [(tasks[t].primary_metric, ms[tasks[t].primary_metric]) for t, sp in results.items() for ms in sp.values()]
-    higher = [v for m, v in prim if m not in LOWER_IS_BETTER]
-    lower = [v for m, v in prim if m in LOWER_IS_BETTER]
+    lower_better = lower_is_better()
+    higher = [v for m, v in prim if m not in lower_better]
+    lower = [v for m, v in prim if m in lower_better]
     if higher or lower:
         return sum(higher) / len(higher) if higher else -sum(lower) / len(lower)
     return None

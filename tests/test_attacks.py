@@ -18,8 +18,8 @@ from mtadv.data_utils.readers import read_split
 from mtadv.data_utils.tokenize import tokenize_split
 from mtadv.evaluate import Predictions
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import EvalRequest
 from mtadv.taskdef import load_task_defs
+from mtadv.tasks import EvalRequest, pipeline_for
 
 TASKS = ("rte", "stsb")
 ZERO = {"pgd": {"attack_eps": 0.0}, "typo": {"attack_rate": 0.0}}  # each attack's strength 0
@@ -50,8 +50,6 @@ def run(setup, task: str, attack: str, **cfg) -> dict[str, float]:
 
 
 def clean_metrics(setup, task: str) -> dict[str, float]:
-    from mtadv.pipelines import pipeline_for
-
     model, tasks, splits, req, _ = setup
     return pipeline_for(tasks[task]).evaluate(model, tasks[task], splits[task], req)
 

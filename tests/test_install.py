@@ -18,9 +18,9 @@ from mtadv.adversarial import ADV_METHODS, Regularizer, StepContext
 from mtadv.bundled import bundled_task_defs, check_model_package, resolve_data_dir, resolve_task_def
 from mtadv.config import build_parser, config_from_args
 from mtadv.errors import ConfigError
-from mtadv.heads import HEADS, PooledHead
-from mtadv.pipelines import PIPELINES
 from mtadv.taskdef import TASK_TYPES
+from mtadv.tasks import HEADS, PIPELINES
+from mtadv.tasks.labeled import PooledHead
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "mtadv", "data_utils", "task_defs", "data")

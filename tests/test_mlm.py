@@ -21,8 +21,8 @@ from mtadv.data_utils.corpus import pack_corpus, read_corpus, special_token_temp
 from mtadv.data_utils.mlm_collate import MLMCollator
 from mtadv.errors import ConfigError
 from mtadv.model import MultiTaskModel
-from mtadv.pipelines import pipeline_for
 from mtadv.taskdef import load_task_defs
+from mtadv.tasks import pipeline_for
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO / "data" / "mlm_sample" / "train.txt"
@@ -207,7 +207,7 @@ def test_checkpoint_with_mlm_head_keeps_its_weights_at_step_0(tmp_path, tiny_enc
 def test_checkpoint_without_mlm_head_initializes_it_and_says_so(tmp_path, tiny_encoder, caplog):
     encoder, _ = load_encoder(str(tiny_encoder))  # a bare BertModel, like the MiniLM package
     task = corpus_task(tmp_path, sample_lines(10))
-    with caplog.at_level(logging.WARNING, logger="mtadv.mlm_head"):
+    with caplog.at_level(logging.WARNING, logger="mtadv.tasks.mlm"):
         MultiTaskModel(encoder, {"mlm": task})
     assert "no pretrained MLM head" in caplog.text
 

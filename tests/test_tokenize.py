@@ -10,9 +10,8 @@ import torch
 from transformers import AutoTokenizer
 
 import mtadv.data_utils.tokenize as tokenize_module
-from mtadv.build import source_key
 from mtadv.data_utils.collate import TaskCollator
-from mtadv.data_utils.tokenize import tokenize_split
+from mtadv.data_utils.tokenize import source_key, tokenize_split
 from mtadv.taskdef import load_task_defs
 
 LONG = " ".join(["the film is long and slow"] * 10)  # ~60 tokens

@@ -24,7 +24,7 @@ def evaluate_under_attack(
 ) -> dict[str, float]:
     """Metrics under `attack` (the clean metrics' keys) plus `attack_success_rate` for classification.
 
-    req: an mtadv.pipelines.EvalRequest (tokenizer, batch size, device, autocast, rank, world size)."""
+    req: an mtadv.tasks.EvalRequest (tokenizer, batch size, device, autocast, rank, world size)."""
     clean, attacked = attacked_predictions(model, task, split, req, attack, max_seq_len, cache_dir)
     return attack_metrics(task, clean, attacked)
 
