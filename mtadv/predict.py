@@ -4,9 +4,10 @@
 
 Everything the run needs comes from the checkpoint directory: the encoder, tokenizer and heads,
 the task definitions (file layout, label vocabularies, leaderboard file names) and the run
-configuration. Dev metrics go through the very functions the trainer evaluates with
-(`read_split` -> `tokenize_split` at the run's max_seq_len -> `predict_split` -> `split_metrics`,
-same batch size, precision and evaluation cap), so they equal `results.json` for that checkpoint.
+configuration. Every split goes through its task type's pipeline (mtadv.tasks), as the trainer's
+evaluation does: read -> tokenize (at the run's max_seq_len) -> predict, with the same batch size,
+precision and evaluation cap; dev metrics are `split_metrics` of those predictions, so they equal
+`results.json` for that checkpoint.
 
 Order: load and check everything (checkpoint, tasks, heads, data files), predict every split in
 memory, build and validate every output file, and only then write them all at once.
@@ -27,9 +28,8 @@ import torch
 from mtadv.attacks import ATTACKS, Attack, build_attack
 from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
-from mtadv.config import AttackConfig, check_ranges, opt
-from mtadv.data_utils.collate import TaskCollator
-from mtadv.data_utils.readers import read_split, split_path
+from mtadv.config import AttackConfig, RunConfig, TrainConfig, check_ranges, opt
+from mtadv.data_utils.readers import split_path
 from mtadv.data_utils.submission import (
     ZIP_NAME,
     SubmissionFile,
@@ -41,14 +41,14 @@ from mtadv.data_utils.submission import (
     validate_submission,
     zip_submission,
 )
-from mtadv.data_utils.tokenize import default_cache_dir, source_key, tokenize_split
+from mtadv.data_utils.tokenize import default_cache_dir
 from mtadv.errors import ConfigError, UserError
-from mtadv.evaluate import Predictions, predict_split, split_metrics
+from mtadv.evaluate import Predictions, split_metrics
 from mtadv.model import MultiTaskModel
 from mtadv.precision import autocast_dtype
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
-from mtadv.tasks import EvalRequest
+from mtadv.tasks import EvalRequest, pipeline_for
 from mtadv.teacher import BregmanTeacher
 
 FROM_CHECKPOINT = "checkpoint"
@@ -207,10 +207,11 @@ def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any
     data_dir = _data_dir(cfg, train_cfg)
     _check_files_exist(tasks, cfg, data_dir)
     cap = train_cfg.get("max_eval_samples", 0) if cfg.max_eval_samples < 0 else cfg.max_eval_samples
+    settings = pipeline_settings(cfg, train_cfg)
     jobs = []
     for task in tasks:
         for split in _splits_of_kind(task, cfg.split):
-            raw = read_split(task, split, data_dir)
+            raw = pipeline_for(task).read(task, split, data_dir, settings)
             if cfg.split == "dev":
                 if "label" not in raw.column_names:
                     raise ConfigError(
@@ -227,6 +228,15 @@ def read_jobs(tasks: list[TaskDef], cfg: PredictConfig, train_cfg: dict[str, Any
 
 def _data_dir(cfg: PredictConfig, train_cfg: dict[str, Any]) -> str:
     return cfg.data_dir or train_cfg.get("data_dir", "")
+
+
+def pipeline_settings(cfg: PredictConfig, train_cfg: dict[str, Any]) -> RunConfig:
+    """What a task type's read and tokenize stages are given: the run's train settings (the fields this
+    version knows; max_seq_len above all) with this command's data directory."""
+    known = {f.name for f in fields(TrainConfig)}
+    train = TrainConfig(**{k: v for k, v in train_cfg.items() if k in known})
+    train.data_dir = _data_dir(cfg, train_cfg)
+    return RunConfig(train=train)
 
 
 def _check_files_exist(tasks: list[TaskDef], cfg: PredictConfig, data_dir: str) -> None:
@@ -272,31 +282,21 @@ def predict_job(
     device,
     attack: Attack | None = None,
 ) -> SplitResult:
-    """Tokenize and predict one split exactly as the trainer's evaluation does (under `attack` if given)."""
-    data_dir = _data_dir(cfg, train_cfg)
+    """Tokenize and predict one split through its task type's pipeline, as the trainer's evaluation does
+    (under `attack` if given)."""
+    settings = pipeline_settings(cfg, train_cfg)
     cache = cfg.cache_dir or train_cfg.get("cache_dir") or default_cache_dir()
-    key = (source_key(job.task, job.split, data_dir), len(job.raw))
-    max_len = int(train_cfg.get("max_seq_len", 128))
-    tokenized = tokenize_split(job.raw, tokenizer, max_len, cache, key)
+    pipeline = pipeline_for(job.task)
+    tokenized = pipeline.tokenize(job.raw, job.task, job.split, tokenizer, settings, cache)
     precision = train_cfg.get("precision", "auto") if cfg.precision == FROM_CHECKPOINT else cfg.precision
     batch_size = cfg.batch_size or int(train_cfg.get("eval_batch_size", 128))
-    autocast = autocast_dtype(precision, device)
+    req = EvalRequest(tokenizer, batch_size, device, autocast_dtype(precision, device), progress=cfg.progress)
     if attack is not None:
-        req = EvalRequest(tokenizer, batch_size, device, autocast, progress=cfg.progress)
+        max_len = settings.train.max_seq_len
         clean, preds = attacked_predictions(model, job.task, tokenized, req, attack, max_len, cache)
         extra = {k: v for k, v in attack_metrics(job.task, clean, preds).items() if k == "attack_success_rate"}
         return SplitResult(job, preds, extra)
-    preds = predict_split(
-        model,
-        job.task,
-        tokenized,
-        TaskCollator(tokenizer),
-        batch_size,
-        device,
-        show_progress=cfg.progress,
-        autocast_dtype=autocast,
-    )
-    return SplitResult(job, preds)
+    return SplitResult(job, pipeline.predict(model, job.task, tokenized, req))
 
 
 def build_outputs(results: list[SplitResult], cfg: PredictConfig, attack: Attack | None = None) -> dict[str, bytes]:
