@@ -31,7 +31,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from mtadv.errors import ConfigError, UserError
 from mtadv.model import MultiTaskModel
-from mtadv.taskdef import TaskDef
+from mtadv.taskdef import TaskDef, load_task_defs
 
 FORMAT_VERSION = 1
 META_FILE, HEADS_FILE, TASKDEF_FILE, RUNCFG_FILE = "mtadv.json", "heads.safetensors", "task_defs.yml", "run_config.json"
@@ -230,8 +230,6 @@ def _fsync_dir(path: Path) -> None:
 
 def load_checkpoint(directory: str, trust_remote_code: bool = False):
     """Load (model, tokenizer, task_defs, run_config) from a checkpoint directory alone."""
-    from mtadv.taskdef import load_task_defs
-
     meta_path = os.path.join(directory, META_FILE)
     if not os.path.isfile(meta_path):
         hint = run_directory_hint(directory)

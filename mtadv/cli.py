@@ -39,8 +39,8 @@ def guarded(fn: Callable[[], object]) -> int:
 
 
 def run_train(argv: list[str] | None = None) -> int:
-    from mtadv.api import load_plugins
-    from mtadv.config import build_parser, config_from_args
+    from mtadv.api import load_plugins  # light-import: what a command runs loads when it runs
+    from mtadv.config import build_parser, config_from_args  # light-import: ditto
 
     load_plugins()  # methods, heads and task types of other packages (entry points "mtadv.plugins")
     parser = build_parser("Multi-task fine-tuning with adversarial regularization (mtadv).")
@@ -48,8 +48,8 @@ def run_train(argv: list[str] | None = None) -> int:
     _quiet_libraries()
 
     def go() -> None:
-        from mtadv.build import build_trainer
-        from mtadv.run_dir import describe_on_disk
+        from mtadv.build import build_trainer  # light-import: torch, transformers, datasets: after the flags parsed
+        from mtadv.run_dir import describe_on_disk  # light-import: ditto
 
         cfg = config_from_args(args)
         try:
