@@ -14,6 +14,9 @@ A setting that only one method reads belongs to that method, not here: its class
 and it becomes an `AdvConfig` setting like the fields below (`--vat_xi`, a `--config` key, an `adv:` key,
 `AdvConfig(vat_xi=...)`, `cfg.vat_xi`), range-checked and in --help, with no edit of this file
 (`method_settings` collects them from the method registry).
+
+The registries read here (methods, attacks) live in mtadv.registries and load their packages on the
+first lookup; those packages import this module, never the other way round (tests/test_imports.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from typing import Any, NoReturn, get_type_hints
 
 import yaml
 
+from mtadv.bundled import resolve_data_dir, resolve_task_def
 from mtadv.errors import ConfigError
+from mtadv.registries import ADV_METHODS, ATTACKS
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
@@ -75,8 +80,6 @@ def method_settings() -> dict[str, Setting]:
     """Every registered method's own settings by name, in method-name order (names unique across everything).
 
     Read from the registry on each call: a method registered later (a plugin, a test) is included."""
-    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
-
     taken = {f.name for cls in SECTIONS.values() for f in fields(cls)} | set(PRESETS) | {"config"}
     out: dict[str, Setting] = {}
     for method in ADV_METHODS.names():
@@ -91,8 +94,6 @@ def method_settings() -> dict[str, Setting]:
 
 def setting_owners(name: str) -> list[str]:
     """The registered methods that declare setting `name` in their `settings` (inherited ones included)."""
-    from mtadv.adversarial import ADV_METHODS
-
     return [m for m in ADV_METHODS.names() if name in ADV_METHODS.get(m).settings]
 
 
@@ -121,8 +122,6 @@ def did_you_mean(unknown: Iterable[str], known: Iterable[str]) -> str:
 
 
 def _method_names() -> list[str]:
-    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
-
     return ["none", *ADV_METHODS.names()]
 
 
@@ -475,8 +474,6 @@ def field_default(f: Field) -> Any:
 
 def methods_setting(name: str) -> list[str]:
     """The registered methods that bring their own default for AdvConfig field `name` (`Regularizer.defaults`)."""
-    from mtadv.adversarial import ADV_METHODS
-
     return [m for m in ADV_METHODS.names() if name in ADV_METHODS.get(m).defaults]
 
 
@@ -573,8 +570,6 @@ def method_defaults(method: str) -> dict[str, Any]:
     """A registered method's own defaults (`Regularizer.defaults`); {} for 'none' and unknown names."""
     if method == "none":
         return {}
-    from mtadv.adversarial import ADV_METHODS  # imports this module: loaded on first use
-
     return dict(ADV_METHODS.get(method).defaults) if method in ADV_METHODS else {}
 
 
@@ -656,8 +651,6 @@ def check_config(cfg: RunConfig) -> RunConfig:
     """Every flag's range checked, --tasks without blanks, --data_dir absolute (the checkpoint records it,
     and predict.py may run elsewhere): the config a run is built from and identified by. --task_def and
     --data_dir fall back to the bundled copies (mtadv.bundled) when the path does not exist here."""
-    from mtadv.bundled import resolve_data_dir, resolve_task_def
-
     for name in SECTIONS:
         check_ranges(getattr(cfg, name))
     _check_attack_names(cfg.train.eval_attack)
@@ -669,10 +662,13 @@ def check_config(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, train=train)
 
 
+def attack_names(spec: str) -> list[str]:
+    """'pgd, typo' -> ['pgd', 'typo'] (blanks dropped, order kept, no repeats)."""
+    return list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+
+
 def _check_attack_names(spec: str, flag: str = "--eval_attack") -> None:
     """Every attack named in spec is registered, else a ConfigError listing the known ones."""
-    from mtadv.attacks import ATTACKS, attack_names  # mtadv.attacks imports this module
-
     unknown = [n for n in attack_names(spec) if n not in ATTACKS]
     if unknown:
         raise ConfigError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS.names())}", field=flag)

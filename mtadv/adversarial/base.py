@@ -26,7 +26,7 @@ from mtadv.adversarial.perturb import RngState, token_mask
 from mtadv.adversarial.spaces import get_space
 from mtadv.config import AdvConfig, RunConfig, Setting
 from mtadv.losses import DIVERGENCES, TASK_LOSSES, LossFn
-from mtadv.registry import Registry
+from mtadv.registries import ADV_METHODS as ADV_METHODS  # lives below mtadv.config
 from mtadv.taskdef import TaskDef
 
 
@@ -132,9 +132,6 @@ class Regularizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-ADV_METHODS: Registry[type[Regularizer]] = Registry("adversarial method")
 
 
 def zero_loss(ctx: StepContext) -> Tensor:

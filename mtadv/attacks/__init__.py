@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 
 from mtadv.attacks.base import ATTACKS, Attack
-from mtadv.config import AttackConfig
+from mtadv.config import AttackConfig, attack_names
 
 __all__ = ["ATTACKS", "Attack", "AttackConfig", "attack_names", "build_attack"]
 
@@ -21,11 +21,6 @@ __all__ = ["ATTACKS", "Attack", "AttackConfig", "attack_names", "build_attack"]
 def build_attack(name: str, cfg: AttackConfig | None = None) -> Attack:
     """The attack `name` with cfg's settings; an unknown name fails listing the known ones."""
     return ATTACKS.get(name)(cfg or AttackConfig())
-
-
-def attack_names(spec: str) -> list[str]:
-    """'pgd, typo' -> ['pgd', 'typo'] (blanks dropped, order kept, no repeats)."""
-    return list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -13,7 +13,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from mtadv.config import AttackConfig
-from mtadv.registry import Registry
+from mtadv.registries import ATTACKS as ATTACKS  # lives below mtadv.config
 from mtadv.taskdef import TaskDef
 
 
@@ -43,6 +43,3 @@ class Attack:
     def perturb_text(self, text: str, rng: random.Random) -> str:
         """The text with this attack's noise, drawn from rng."""
         raise NotImplementedError
-
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
