@@ -23,7 +23,6 @@ from mtadv.config import (  # noqa: E402
     PRESETS,
     SECTIONS,
     field_default,
-    field_help,
     methods_setting,
     preset_help,
     section_fields,
@@ -70,7 +69,10 @@ def section_rows(section: type) -> list[tuple[str, str, str]]:
     out = []
     hints = section_types(section)
     for f in section_fields(section):
-        meaning = field_help(f)
+        # a registry's names are not listed: they depend on what is installed (train.py --help lists them)
+        meaning = f.metadata["help"] + (
+            " (none, or a registered method: `python train.py --help` lists them)" if "listing" in f.metadata else ""
+        )
         if "choices" in f.metadata:
             meaning += f" (one of: {', '.join(map(str, f.metadata['choices']))})"
         default = default_text(field_default(f), hints[f.name])

@@ -139,14 +139,27 @@ def test_relative_links_resolve():
     assert not broken, f"links to missing files: {broken}"
 
 
-def test_every_method_has_a_row_in_the_readme_and_a_page():
+def test_every_method_is_documented_and_every_page_and_row_is_a_method():
+    """A method's module docstring is its documentation of record: it cites the paper (with its year).
+    A method with a page under docs/methods/ has a row in the README's methods table linking it, and
+    every page and row names a registered method. So a new method file needs no other edit to pass,
+    and a page, once written, cannot go unlisted or outlive its method."""
+    import importlib
+
     from mtadv.adversarial import ADV_METHODS
 
     readme = README.read_text(encoding="utf-8")
-    for name in ADV_METHODS.names():
-        assert re.search(rf"^\| `{name}` \|.*\(docs/methods/{name}\.md\)", readme, re.M), f"README: no row for {name}"
-        page = DOCS / "methods" / f"{name}.md"
-        assert page.exists() or page in WRITTEN_ELSEWHERE, f"{page.relative_to(REPO)} is missing"
+    rows = set(re.findall(r"^\| `(\w+)` \|.*\(docs/methods/(?:\w+)\.md", readme, re.M))
+    linked = {m.group(1) for m in re.finditer(r"^\| `(\w+)` \|.*\(docs/methods/\1\.md", readme, re.M)}
+    pages = {p.stem for p in (DOCS / "methods").glob("*.md")}
+    names = set(ADV_METHODS.names())
+    for name in sorted(names):
+        doc = importlib.import_module(ADV_METHODS.get(name).__module__).__doc__ or ""
+        assert re.search(r"\b(19|20)\d\d\b", doc), f"{name}: its module docstring cites no paper (authors, year)"
+        if name in pages:
+            assert name in linked, f"README: no methods-table row for {name} linking docs/methods/{name}.md"
+    assert rows <= names, f"README rows for unregistered methods: {sorted(rows - names)}"
+    assert pages <= names, f"docs/methods/ pages of unregistered methods: {sorted(pages - names)}"
 
 
 def shown(value) -> str:
