@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mtadv.predict_cli import run_predict_cli
+    from mtadv.cli import run_predict_cli
 
     return run_predict_cli(argv)
 

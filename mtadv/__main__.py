@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
             from mtadv.cli import run_train  # light-import: `python -m mtadv` lists the commands fast
 
             return run_train(args[1:])
-        from mtadv.predict_cli import run_predict_cli  # light-import: ditto
+        from mtadv.cli import run_predict_cli  # light-import: ditto
 
         return run_predict_cli(args[1:])
     print(f"mtadv {__version__}: the commands (each takes --help)")

@@ -1,7 +1,12 @@
-"""Command-line entry points: parse flags, build, run; user errors print one message and exit 2."""
+"""The commands train.py and predict.py (and mtadv-train, mtadv-predict): parse flags, build, run.
+
+Both share one pattern: flags from config dataclasses, plugins loaded first, and a user error printed
+as one `error: ...` line with exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -56,5 +61,33 @@ def run_train(argv: list[str] | None = None) -> int:
             build_trainer(cfg).train()
         except KeyboardInterrupt:  # a Ctrl-C during start-up, or a second one during training
             raise StoppedAtOnce(describe_on_disk(cfg.train.output_dir)) from None
+
+    return guarded(go)
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    from mtadv.config import AttackConfig, FlagParser, add_section_flags  # light-import: ditto
+    from mtadv.predict import PredictConfig  # light-import: torch and transformers, when the parser is built
+
+    parser = FlagParser(
+        description="GLUE leaderboard files (--split test) or dev metrics (--split dev) from an mtadv checkpoint."
+    )
+    add_section_flags(parser, PredictConfig)
+    add_section_flags(parser, AttackConfig)
+    return parser
+
+
+def run_predict_cli(argv: list[str] | None = None) -> int:
+    from mtadv.api import load_plugins  # light-import: the methods' registry, when the command runs
+
+    load_plugins()  # heads and task types of other packages (entry points "mtadv.plugins")
+    args = build_predict_parser().parse_args(argv)
+    _quiet_libraries()
+
+    def go() -> None:
+        # light-import: ditto
+        from mtadv.predict import attack_config_from_namespace, config_from_namespace, run_predict
+
+        run_predict(config_from_namespace(vars(args)), attack_config_from_namespace(vars(args)))
 
     return guarded(go)
