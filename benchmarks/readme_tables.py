@@ -187,15 +187,15 @@ SETTINGS_SHOWN = {
 
 
 def settings_text(records: list[dict], attack: str) -> str:
-    """The attack's settings as recorded ('space embedding, norm linf, ...'), or a note when records differ."""
-    found = {
-        json.dumps(r["robust"][attack]["settings"], sort_keys=True) for r in records if attack in r.get("robust", {})
-    }
+    """The attack's settings as recorded ('space embedding, norm linf, ...'), or a note when records
+    differ in one of them (the settings of the other attacks, recorded too, do not count)."""
+    recorded = [r["robust"][attack]["settings"] for r in records if attack in r.get("robust", {})]
+    keys = SETTINGS_SHOWN.get(attack) or sorted({k for s in recorded for k in s if k != "name"})
+    found = {json.dumps({k: s.get(k) for k in keys}, sort_keys=True) for s in recorded}
     if len(found) != 1:
         return "mixed settings (see the records)"
     settings = json.loads(found.pop())
-    keys = SETTINGS_SHOWN.get(attack, [k for k in settings if k != "name"])
-    return ", ".join(f"{k.removeprefix('attack_')} {settings[k]}" for k in keys if k in settings)
+    return ", ".join(f"{k.removeprefix('attack_')} {settings[k]}" for k in keys if settings.get(k) is not None)
 
 
 def full_robust_table(records: list[dict]) -> str:

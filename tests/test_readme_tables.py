@@ -194,6 +194,11 @@ def test_robust_table_pairs_attacked_scores_against_plain():
         "Attack settings: pgd: space embedding, norm linf, eps 0.1, steps 5; typo: rate 0.1, seed 0."
     )
     assert rt.robust_table([full("plain", 1, "rte", 60.0)]) == "No record holds robust scores yet."
+    # another attack's setting, recorded with typo's, does not make typo's settings differ
+    recs[0]["robust"]["typo"]["settings"]["attack_eps"] = 0.5
+    assert rt.robust_table(recs).endswith("typo: rate 0.1, seed 0.")
+    recs[0]["robust"]["typo"]["settings"]["attack_rate"] = 0.2
+    assert "typo: mixed settings" in rt.robust_table(recs)
 
 
 def test_full_robust_table_lists_attacked_metrics_and_success_rate():
