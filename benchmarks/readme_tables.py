@@ -137,6 +137,17 @@ def score_cell(sc: Scores, key: tuple[str, str, str], base_key: tuple[str, str, 
     return text
 
 
+def single_task_cells(sc: Scores, config: str) -> list[str]:
+    """A config's single-task cells: each task's score, then the four-task mean, each with its paired
+    difference against plain."""
+    cells = [score_cell(sc, ("single", config, t), ("single", BASE, t)) for t in TASKS]
+    avg, base_avg = averages(sc, "single", config), averages(sc, "single", BASE)
+    avg_text = mean_sd(list(avg.values()))
+    if config != BASE and avg and (diff := diff_text(base_avg, avg)):
+        avg_text += f"; {diff}"
+    return [*cells, avg_text]
+
+
 def headline_table(records: list[dict]) -> str:
     """The README's table: single-task runs, one row per config, the GLUE score of each task."""
     single = [r for r in records if r["mode"] == "single"]
@@ -144,12 +155,8 @@ def headline_table(records: list[dict]) -> str:
     head = [TITLE[t] for t in TASKS]
     lines = ["| config | " + " | ".join(head) + " | mean of 4 | wall per run |", "|---|" + "---|" * (len(TASKS) + 2)]
     for config in configs_of(single) or [BASE]:
-        cells = [score_cell(sc, ("single", config, t), ("single", BASE, t)) for t in TASKS]
-        avg, base_avg = averages(sc, "single", config), averages(sc, "single", BASE)
-        avg_text = mean_sd(list(avg.values()))
-        if config != BASE and avg and (diff := diff_text(base_avg, avg)):
-            avg_text += f"; {diff}"
-        lines.append(f"| {config} | " + " | ".join(cells) + f" | {avg_text} | {wall_text(single, 'single', config)} |")
+        cells = " | ".join(single_task_cells(sc, config))
+        lines.append(f"| {config} | {cells} | {wall_text(single, 'single', config)} |")
     return "\n".join(lines) + "\n\n" + records_line(records)
 
 
@@ -169,12 +176,7 @@ def robust_table(records: list[dict]) -> str:
     for config in configs_of(single):
         for attack in ["", *attacks]:
             sc = scores(single, attack)
-            cells = [score_cell(sc, ("single", config, t), ("single", BASE, t)) for t in TASKS]
-            avg, base_avg = averages(sc, "single", config), averages(sc, "single", BASE)
-            avg_text = mean_sd(list(avg.values()))
-            if config != BASE and avg and (diff := diff_text(base_avg, avg)):
-                avg_text += f"; {diff}"
-            lines.append(f"| {config} | {attack or 'clean'} | " + " | ".join(cells) + f" | {avg_text} |")
+            lines.append(f"| {config} | {attack or 'clean'} | " + " | ".join(single_task_cells(sc, config)) + " |")
     settings = "; ".join(f"{a}: {settings_text(single, a)}" for a in attacks)
     return "\n".join(lines) + f"\n\nAttack settings: {settings}."
 
