@@ -100,7 +100,7 @@ def test_pgd_is_never_above_clean_and_does_not_rise_with_the_radius(space, norm,
 def test_pgd_on_regression_never_lowers_the_error(setup):
     """For scores the worst iterate is the one farthest from the label."""
     model, tasks, splits, req, _ = setup
-    from mtadv.attacks.evaluate import _predict
+    from mtadv.tasks.labeled import predict as _predict
 
     split, task = splits["stsb"], tasks["stsb"]
     attack = make("pgd", attack_eps=0.5)

@@ -150,6 +150,22 @@ def test_resume_is_exact(adv, settings, tmp_path, tokenizer):
             assert torch.equal(v, s_resumed[k]) if isinstance(v, torch.Tensor) else v == s_resumed[k], k
 
 
+def test_a_checkpoint_stores_the_student_and_the_teacher_once_each(tmp_path, tokenizer):
+    """model.safetensors holds the student alone; the adv state holds one copy of the teacher's weights."""
+    from safetensors.torch import load_file
+
+    trainer = make_trainer(tmp_path, tokenizer, adv="smart", bregman_mu=1.0, save_strategy="steps", save_steps=3)
+    trainer.train()
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    student = load_file(checkpoint / "model.safetensors")
+    assert set(student) <= set(trainer.model.state_dict())  # no teacher keys beside the model's own
+    adv = load_file(checkpoint / ADV_STATE_FILE)
+    weight_keys = [k for k in adv if k.endswith("classifier.weight")]
+    assert len(weight_keys) == 1, weight_keys  # one regularizer state, one teacher copy
+    teacher = trainer.teacher_model.state_dict()["classifier.weight"]
+    assert torch.equal(adv[weight_keys[0]], teacher)
+
+
 def test_teacher_is_the_students_moving_average(tmp_path, tokenizer):
     trainer = make_trainer(tmp_path, tokenizer, adv="smart", bregman_mu=1.0)
     before = weights(trainer.model)

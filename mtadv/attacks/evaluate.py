@@ -9,12 +9,11 @@ from dataclasses import replace
 import datasets
 from torch import nn
 
-from mtadv import distributed
 from mtadv.attacks.base import Attack
-from mtadv.data_utils.collate import TaskCollator
 from mtadv.data_utils.tokenize import TokenizedSplit, tokenize_split
-from mtadv.evaluate import Predictions, predict_split, split_metrics
+from mtadv.evaluate import Predictions, split_metrics
 from mtadv.taskdef import TaskDef
+from mtadv.tasks.labeled import predict as labeled_predict  # attacks score labeled tasks only
 
 TEXT_COLUMNS = ("text_a", "text_b")
 
@@ -33,11 +32,12 @@ def attacked_predictions(
     model: nn.Module, task: TaskDef, split: TokenizedSplit, req, attack: Attack, max_seq_len: int, cache_dir: str
 ) -> tuple[Predictions, Predictions]:
     """The split's clean predictions and its predictions under `attack`, rows in the same order."""
-    clean = _predict(model, task, split, req)
+    clean = labeled_predict(model, task, split, req)
     if attack.kind == "text":
-        attacked = _predict(model, task, perturbed_split(split, attack, req.tokenizer, max_seq_len, cache_dir), req)
+        noisy = perturbed_split(split, attack, req.tokenizer, max_seq_len, cache_dir)
+        attacked = labeled_predict(model, task, noisy, req)
     else:
-        attacked = _predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
+        attacked = labeled_predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
     return clean, attacked
 
 
@@ -66,21 +66,6 @@ def perturbed_split(split: TokenizedSplit, attack: Attack, tokenizer, max_seq_le
     key = ("attack", attack.name, attack.cfg.attack_rate, seed, raw._fingerprint)
     tokenized = tokenize_split(raw, tokenizer, max_seq_len, cache_dir, key)
     return replace(tokenized, raw=raw)
-
-
-def _predict(model: nn.Module, task: TaskDef, split: TokenizedSplit, req, forward=None) -> Predictions:
-    preds = predict_split(
-        model,
-        task,
-        distributed.shard_split(split, req.rank, req.world_size),
-        TaskCollator(req.tokenizer),
-        req.batch_size,
-        req.device,
-        show_progress=req.show_progress,
-        autocast_dtype=req.autocast_dtype,
-        forward=forward,
-    )
-    return distributed.gather_predictions(preds)
 
 
 __all__ = ["attack_metrics", "attacked_predictions", "evaluate_under_attack", "perturbed_split", "success_rate"]

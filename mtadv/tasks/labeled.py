@@ -103,8 +103,10 @@ def collator(task: TaskDef, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig) 
     return TaskCollator(tokenizer)
 
 
-def predict(model: nn.Module, task: TaskDef, split: TokenizedSplit, req: EvalRequest) -> Predictions:
-    """Class probabilities (N, C) or scores (N,) for every row, each rank predicting its shard."""
+def predict(model: nn.Module, task: TaskDef, split: TokenizedSplit, req: EvalRequest, forward=None) -> Predictions:
+    """Class probabilities (N, C) or scores (N,) for every row, each rank predicting its shard.
+
+    forward: batch -> the task's outputs, in place of the model's own (an attack's perturbed forward)."""
     preds = predict_split(
         model,
         task,
@@ -114,6 +116,7 @@ def predict(model: nn.Module, task: TaskDef, split: TokenizedSplit, req: EvalReq
         req.device,
         show_progress=req.show_progress,
         autocast_dtype=req.autocast_dtype,
+        forward=forward,
     )
     return distributed.gather_predictions(preds)  # all rows, in order, on every rank
 
