@@ -175,6 +175,22 @@ def test_zero_radius_in_space_gives_the_clean_term(name, space, bert, tasks):
     assert logs["adv_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
+def weight_methods() -> list[str]:
+    return [n for n in ADV_METHODS.names() if ADV_METHODS.get(n).perturbs == "weights"]
+
+
+@pytest.mark.parametrize("space", SPACE_NAMES)
+@pytest.mark.parametrize("name", weight_methods())
+def test_weight_method_at_a_zero_step_gives_the_clean_loss_in_either_space(name, space, bert, tasks):
+    """A weight perturbation (AWP) runs beside a task's input-space method, so its forward meets either
+    space's clean tensor: it must recompute the input, not feed that tensor back as word embeddings."""
+    model, batch = build(bert, tasks)
+    reg = ADV_METHODS.get(name)(adv_config(name, space, adv_lr=0.0))
+    ctx = make_ctx(model, tasks, "rte", batch, space)
+    _, logs = reg.loss(ctx)
+    assert logs["adv_loss"] == pytest.approx(ctx.task_loss.item(), rel=1e-5, abs=1e-7)
+
+
 def shared_methods() -> list[str]:
     """The registered methods that a task adds next to its own (`shared_by_tasks`: the EMA teacher), so they
     meet the clean forward of that method's space."""

@@ -101,4 +101,7 @@ class AWP(Regularizer):
 
 
 def _forward_kwargs(ctx: StepContext) -> dict:
-    return {"task": ctx.task.name, "inputs_embeds": ctx.embeds}
+    """The forward re-runs from the input ids: ctx.embeds lives in the task's perturbation space (the
+    embedding space's normalized output, beside an input-space method), which is no `inputs_embeds`.
+    Recomputing also lets a pattern that matches the word embeddings perturb them."""
+    return {"task": ctx.task.name}
