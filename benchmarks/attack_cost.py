@@ -5,7 +5,7 @@ Each round times, in turn, the clean evaluation, `pgd` at K steps, and `typo` (w
 the attacked text, then runs a clean forward), each attack with the clean pass it needs for the attack
 success rate; the report is the median over rounds and each
 attack's ratio to the clean evaluation. A K-step PGD evaluation runs the clean forward, K
-forward-backward passes and K forwards of the iterates per batch.
+forward-backward passes (each also scores its iterate) and one forward of the last iterate per batch.
 
     python benchmarks/attack_cost.py --glue_dir path/to/glue --rounds 3   # -> benchmarks/results/attack_cost.json
 """
