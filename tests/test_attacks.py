@@ -100,12 +100,12 @@ def test_pgd_is_never_above_clean_and_does_not_rise_with_the_radius(space, norm,
 def test_pgd_on_regression_never_lowers_the_error(setup):
     """For scores the worst iterate is the one farthest from the label."""
     model, tasks, splits, req, _ = setup
-    from mtadv.tasks.labeled import predict as _predict
+    from mtadv.tasks.labeled import predict as labeled_predict
 
     split, task = splits["stsb"], tasks["stsb"]
     attack = make("pgd", attack_eps=0.5)
-    clean = _predict(model, task, split, req)
-    attacked = _predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
+    clean = labeled_predict(model, task, split, req)
+    attacked = labeled_predict(model, task, split, req, forward=lambda b: attack.perturbed_outputs(model, b, task))
     assert ((attacked.outputs - attacked.labels) ** 2 >= (clean.outputs - clean.labels) ** 2 - 1e-6).all()
 
 
