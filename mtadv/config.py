@@ -208,7 +208,11 @@ class AdvConfig:
     )
     adv_weight: float = method_opt(1.0, "weight of the adversarial term in the loss (λ)", ge=0)
     adv_eps: float = method_opt(
-        1e-5, "perturbation radius ε; the perturbation never leaves this ball", ge=0, inf_ok=True
+        1e-5,
+        "perturbation radius ε: the perturbation never leaves this ball (awp: the clamp on each weight's "
+        "relative change; grad_penalty: the penalty's weight; docs/methods/ gives each method's meaning)",
+        ge=0,
+        inf_ok=True,
     )
     adv_lr: float = method_opt(1e-3, "ascent step size η", ge=0)
     adv_steps: int = method_opt(1, "ascent steps K", ge=0)
