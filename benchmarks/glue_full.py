@@ -60,7 +60,7 @@ def _smart_embedding(eps: float) -> list[str]:
 
 
 # Calibration: each method's main strength at values a factor of about 3 apart.
-for _eps in (0.03, 0.1, 0.3, 1.0):
+for _eps in (0.01, 0.03, 0.1, 0.3, 1.0):
     CONFIGS[f"smart_emb_eps{_eps:g}"] = _smart_embedding(_eps)
 for _alpha in (0.3, 1.0, 3.0):
     CONFIGS[f"rdrop_a{_alpha:g}"] = ["--adv", "rdrop", "--adv_weight", f"{_alpha:g}"]
