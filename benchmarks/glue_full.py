@@ -64,8 +64,11 @@ for _eps in (0.01, 0.03, 0.1, 0.3, 1.0):
     CONFIGS[f"smart_emb_eps{_eps:g}"] = _smart_embedding(_eps)
 for _alpha in (0.3, 1.0, 3.0):
     CONFIGS[f"rdrop_a{_alpha:g}"] = ["--adv", "rdrop", "--adv_weight", f"{_alpha:g}"]
-for _lam in (1.0, 5.0, 20.0):
-    CONFIGS[f"sift_l{_lam:g}"] = ["--adv", "sift", "--adv_weight", f"{_lam:g}"]
+# SiFT's term is ~1e-6 of the task loss at its defaults (sift_probe.py: the step η = 1e-4 hardly moves δ
+# from its random start), so its strength is the step η (λ = 5, σ = 1e-2 as published), not λ.
+for _lr in (0.03, 0.1, 0.3):
+    CONFIGS[f"sift_lr{_lr:g}"] = ["--adv", "sift", "--adv_lr", f"{_lr:g}"]
+CONFIGS["sift_code"] = ["--adv", "sift", "--adv_replay_dropout", "false"]  # the official code's fresh masks
 
 
 # attack -> predict.py flags: one fixed setting for every task, chosen once (benchmarks/README.md,
