@@ -1,0 +1,50 @@
+"""The full-data runner's bookkeeping: which runs exist, in which order, and who runs each one."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import glue_full  # noqa: E402
+from glue_small import _claim  # noqa: E402
+
+
+def test_jobs_fill_every_configs_first_seed_before_any_second():
+    jobs = glue_full.jobs(["rte", "mrpc"], ["plain", "rdrop_a1"], [1, 2], ["single"])
+    assert [j["id"] for j in jobs[:4]] == [
+        "single-rte-plain-s1_full",
+        "single-mrpc-plain-s1_full",
+        "single-rte-rdrop_a1-s1_full",
+        "single-mrpc-rdrop_a1-s1_full",
+    ]
+    assert {j["seed"] for j in jobs[4:]} == {2}
+
+
+def test_a_multi_task_job_holds_every_task():
+    (job,) = glue_full.jobs(["rte", "mrpc"], ["plain"], [3], ["multi"])
+    assert job["id"] == "multi-rte+mrpc-plain-s3_full" and job["tasks"] == ["rte", "mrpc"]
+
+
+def test_a_live_sweeps_claim_holds_and_a_dead_ones_is_taken_over(tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        (tmp_path / "held").write_text(str(live.pid))
+        (tmp_path / "stale").write_text(dead.stdout.strip())
+        assert not _claim(tmp_path / "held")
+        assert _claim(tmp_path / "stale")
+        assert _claim(tmp_path / "new") and _claim(tmp_path / "new")  # mine, asked again
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "new", "stale"]  # no temporary files left
+
+
+def test_every_config_runs_a_registered_method_or_plain():
+    from mtadv.adversarial import ADV_METHODS
+
+    for name in glue_full.CONFIGS:
+        flags = glue_full.config_flags(name, glue_full.CONFIGS)
+        assert name == "plain" or "--smart" in flags or flags[flags.index("--adv") + 1] in ADV_METHODS
