@@ -14,7 +14,7 @@
 # `run STAGE SECONDS` starts no new run after SECONDS; the runner resumes from the records, so a stage
 # cut off continues on the next call. Records go to benchmarks/results/glue_full/ and, when $OUT is
 # set, come back as $OUT/glue_full_records.tgz (untar it at the repo root). Stages:
-#   calibrate  RTE and MRPC, seeds 1-2: plain, SMART's embedding-space radii, R-Drop's α, SiFT's λ,
+#   calibrate  RTE and MRPC, seeds 1-2: plain, SMART's embedding-space radii, R-Drop's α, SiFT's step η,
 #              and every other registered method at its defaults
 #   confirm    all four tasks, seeds 1-5: plain, --smart and $CONFIRM (default: rdrop,sift)
 #   multi      the four tasks in one run, seeds 1-3: plain and --smart
