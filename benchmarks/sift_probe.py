@@ -20,17 +20,15 @@ import argparse
 import dataclasses
 import statistics
 import tempfile
-from itertools import islice
 from pathlib import Path
 
 import torch
+from smart_eps_probe import trained_probe
 
 from mtadv.adversarial import ADV_METHODS
 from mtadv.adversarial.base import StepContext
 from mtadv.adversarial.perturb import RngState
 from mtadv.adversarial.spaces import get_space
-from mtadv.build import build_trainer
-from mtadv.config import build_parser, config_from_args
 
 REPO = Path(__file__).resolve().parent.parent
 SIFT = ADV_METHODS.get("sift")
@@ -73,13 +71,8 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
-        argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
-        trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
-        groups = list(islice(trainer.batches(0, 0), args.train_steps + args.batches))
-        for g in groups[: args.train_steps]:
-            trainer.train_step(g)
-        print_table(trainer, groups[args.train_steps :], args.train_steps)
+        trainer, probe = trained_probe(args, tmp)
+        print_table(trainer, probe, args.train_steps)
 
 
 def print_table(trainer, probe, train_steps: int) -> None:

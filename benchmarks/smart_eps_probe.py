@@ -81,18 +81,24 @@ def main() -> None:
     p.add_argument("--only_spaces", action="store_true", help="print only the table of both perturbation spaces")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", tmp, "--batch_size", "16"]
-        argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
-        trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
-        groups = list(islice(trainer.batches(0, 0), args.train_steps + args.batches))
-        for g in groups[: args.train_steps]:
-            trainer.train_step(g)
-        probe = groups[args.train_steps :]
+        trainer, probe = trained_probe(args, tmp)
         if args.only_spaces:
             return space_table(trainer, probe, args.train_steps)
         if not args.only_replay:
             eps_table(trainer, probe, args.train_steps)
         replay_table(trainer, probe)
+
+
+def trained_probe(args: argparse.Namespace, output_dir: str):
+    """A trainer for MRPC after `args.train_steps` plain steps (so the head is not random), and the
+    next `args.batches` batch groups to probe on."""
+    argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", output_dir, "--batch_size", "16"]
+    argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
+    trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
+    groups = list(islice(trainer.batches(0, 0), args.train_steps + args.batches))
+    for g in groups[: args.train_steps]:
+        trainer.train_step(g)
+    return trainer, groups[args.train_steps :]
 
 
 def eps_table(trainer, probe, train_steps: int) -> None:
