@@ -53,18 +53,26 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
-def _smart_embedding(eps: float) -> list[str]:
-    """SMART in the embedding space, ℓ∞ per token: η = ε so one step reaches the ball, σ = ε/10 inside it."""
-    return ["--smart", "--adv_space", "embedding", "--adv_eps", f"{eps:g}", "--adv_lr", f"{eps:g}",
-            "--adv_init_mag", f"{eps / 10:g}"]  # fmt: skip
+def _embedding_ball(eps: float) -> list[str]:
+    """R_s's ball in the embedding space, ℓ∞ per token: η = ε so one step reaches it, σ = ε/10 inside it."""
+    return [
+        "--adv_space",
+        "embedding",
+        "--adv_eps",
+        f"{eps:g}",
+        "--adv_lr",
+        f"{eps:g}",
+        "--adv_init_mag",
+        f"{eps / 10:g}",
+    ]
 
 
 # Calibration: each method's main strength at values a factor of about 3 apart.
 for _eps in (0.01, 0.03, 0.1, 0.3, 1.0):
-    CONFIGS[f"smart_emb_eps{_eps:g}"] = _smart_embedding(_eps)
+    CONFIGS[f"smart_emb_eps{_eps:g}"] = ["--smart", *_embedding_ball(_eps)]
 # R_s alone (no teacher) at the middle radius, and the teacher alone (`bregman`, a registered method):
 # which of SMART's two terms costs clean score.
-CONFIGS["smart_noteacher_emb_eps0.1"] = ["--adv", "smart", *_smart_embedding(0.1)[1:]]
+CONFIGS["smart_noteacher_emb_eps0.1"] = ["--adv", "smart", *_embedding_ball(0.1)]
 for _alpha in (0.3, 1.0, 3.0):
     CONFIGS[f"rdrop_a{_alpha:g}"] = ["--adv", "rdrop", "--adv_weight", f"{_alpha:g}"]
 # SiFT's term is ~1e-6 of the task loss at its defaults (sift_probe.py: the step η = 1e-4 hardly moves δ
