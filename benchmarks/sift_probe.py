@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from smart_eps_probe import trained_probe
+from smart_eps_probe import mean_term, trained_probe
 
 from mtadv.adversarial import ADV_METHODS
-from mtadv.adversarial.base import StepContext
-from mtadv.adversarial.perturb import RngState
-from mtadv.adversarial.spaces import get_space
 
 REPO = Path(__file__).resolve().parent.parent
 SIFT = ADV_METHODS.get("sift")
@@ -47,19 +43,7 @@ def term_for(trainer, groups, overrides: dict) -> tuple[float, float]:
     """Mean D (before λ) and mean task loss over the batches, SiFT at its defaults plus `overrides`."""
     settings = {"adv": "sift", "adv_replay_dropout": True, **SIFT.defaults, **overrides}
     cfg = dataclasses.replace(trainer.cfg.adv, **settings)
-    reg, model, space = SIFT(cfg), trainer.model, cfg.adv_space
-    terms, losses = [], []
-    for group in groups:
-        for name, batch in group:
-            rng = RngState.capture(trainer.device)
-            embeds, logits, scale = get_space(space).clean_forward(model, model, batch, name)
-            loss = trainer.loss_fns[name](logits, batch["labels"])
-            ctx = StepContext(model, trainer.tasks[name], batch, embeds, logits, loss, rng, space=space)
-            ctx.space_scale = scale
-            _, logs = reg.loss(ctx)
-            terms.append(logs["adv_loss"])
-            losses.append(loss.item())
-    return statistics.fmean(terms), statistics.fmean(losses)
+    return mean_term(trainer, groups, SIFT(cfg), cfg.adv_space)
 
 
 def main() -> None:

@@ -55,8 +55,13 @@ def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, s
         adv_steps=1 if eps else 0,
         adv_space=space,
     )
-    reg, model = SmartRegularizer(cfg), trainer.model
-    rs, task = [], []
+    return mean_term(trainer, groups, SmartRegularizer(cfg), space, dtype)
+
+
+def mean_term(trainer, groups, reg, space: str, dtype=None) -> tuple[float, float]:
+    """Mean of the regularizer's logged `adv_loss` and mean task loss over the batch groups, each
+    batch's clean forward in `space` (under autocast to `dtype` when given)."""
+    model, terms, losses = trainer.model, [], []
     for group in groups:
         for name, batch in group:
             rng = RngState.capture(trainer.device)
@@ -66,9 +71,9 @@ def rs_for(trainer, groups, norm: str, eps: float, dtype, replay: bool = True, s
                 ctx = StepContext(model, trainer.tasks[name], batch, embeds, logits, loss, rng, space=space)
                 ctx.space_scale = scale
                 _, logs = reg.loss(ctx)
-            rs.append(logs["adv_loss"])
-            task.append(loss.item())
-    return statistics.fmean(rs), statistics.fmean(task)
+            terms.append(logs["adv_loss"])
+            losses.append(loss.item())
+    return statistics.fmean(terms), statistics.fmean(losses)
 
 
 def main() -> None:
