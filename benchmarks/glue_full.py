@@ -11,7 +11,9 @@ The protocol (fixed here, not by flags, so records stay comparable):
 
 Each run is one `python train.py` and writes `benchmarks/results/glue_full/<id>.json` holding
 `tasks`, `mode`, `config`, `seed`, `flags` (the exact train.py flags), `result` (the run's
-results.json), `wall_s` and `train_stats`. A run whose record exists is skipped, so the sweep
+results.json), `wall_s`, `train_stats` (each train scalar's mean over the run) and `history` (the
+run's history.jsonl rows: the train scalars every 20 steps and the dev metrics after each epoch, to
+read how a run got where it ended). A run whose record exists is skipped, so the sweep
 resumes and records accumulate; two sweeps side by side never take the same run.
 
 Robustness (docs/robustness.md): after training, the best checkpoint is scored on the dev split under
@@ -171,8 +173,9 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
             return
         wall = round(time.time() - start, 1)
         res = json.loads((Path(run_dir) / "results.json").read_text())
-        stats = _train_stats(Path(run_dir) / "history.jsonl")
-        record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res, "train_stats": stats}
+        history = Path(run_dir) / "history.jsonl"
+        record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res}
+        record["train_stats"], record["history"] = _train_stats(history), _history_rows(history)
         record["commit"], record["machine"] = version, machine()
         # machine paths out of the record: the data folder and the run's temporary folder by name
         record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
@@ -183,6 +186,12 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     write_record(record, out_file)
     robust = f"; {robust_summary(record)}" if "robust" in record else ""
     print(f"done {job['id']}: {_primary(res, job['tasks'])}{robust} ({wall}s)", flush=True)
+
+
+def _history_rows(history: Path) -> list[dict]:
+    """history.jsonl's rows, each number rounded to 5 significant digits to keep the record small."""
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    return [{k: float(f"{v:.5g}") if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
 def print_plan(todo: list[dict], args: argparse.Namespace, data_dir: Path) -> None:
