@@ -94,12 +94,16 @@ def main() -> None:
         replay_table(trainer, probe)
 
 
-def trained_probe(args: argparse.Namespace, output_dir: str):
-    """A trainer for MRPC after `args.train_steps` plain steps (so the head is not random), and the
+def probe_argv(args: argparse.Namespace, output_dir: str, task: str = "mrpc") -> list[str]:
+    """The train.py flags of the probes' plain trainer."""
+    argv = ["--tasks", task, "--data_dir", args.glue_dir, "--output_dir", output_dir, "--batch_size", "16"]
+    return argv + ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
+
+
+def trained_probe(args: argparse.Namespace, output_dir: str, task: str = "mrpc"):
+    """A trainer for `task` after `args.train_steps` plain steps (so the head is not random), and the
     next `args.batches` batch groups to probe on."""
-    argv = ["--tasks", "mrpc", "--data_dir", args.glue_dir, "--output_dir", output_dir, "--batch_size", "16"]
-    argv += ["--init_checkpoint", args.init_checkpoint, "--max_steps", "1000", "--seed", "1"]
-    trainer = build_trainer(config_from_args(build_parser("probe").parse_args(argv)))
+    trainer = build_trainer(config_from_args(build_parser("probe").parse_args(probe_argv(args, output_dir, task))))
     groups = list(islice(trainer.batches(0, 0), args.train_steps + args.batches))
     for g in groups[: args.train_steps]:
         trainer.train_step(g)
