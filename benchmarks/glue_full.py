@@ -82,6 +82,22 @@ for _alpha in (0.3, 1.0, 3.0):
 for _lr in (0.03, 0.1, 0.3):
     CONFIGS[f"sift_lr{_lr:g}"] = ["--adv", "sift", "--adv_lr", f"{_lr:g}"]
 CONFIGS["sift_code"] = ["--adv", "sift", "--adv_replay_dropout", "false"]  # the official code's fresh masks
+# FGM and PGD at their published ε = 1 on the raw word embeddings (per example, about 12% of a MiniLM
+# example's norm) train on a loss above ln 2 from the start (step_agreement.py), and FGM's full RTE run
+# sat at ln 2 (one class for every input) from step 120 on: their calibration moves them to the attack's own ball, ℓ∞ per token in
+# the embedding space (radii relative to each token's RMS). PGD: its 3 steps of ε/2 reach the boundary.
+_TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_level", "token"]
+for _eps in (0.01, 0.03, 0.1):
+    CONFIGS[f"fgm_emb_eps{_eps:g}"] = ["--adv", "fgm", *_TOKEN_BALL, "--adv_eps", f"{_eps:g}"]
+    CONFIGS[f"pgd_emb_eps{_eps:g}"] = [
+        "--adv",
+        "pgd",
+        *_TOKEN_BALL,
+        "--adv_eps",
+        f"{_eps:g}",
+        "--adv_lr",
+        f"{_eps / 2:g}",
+    ]
 
 
 # attack -> predict.py flags: one fixed setting for every task, chosen once (benchmarks/README.md,

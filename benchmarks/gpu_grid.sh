@@ -15,7 +15,7 @@
 # cut off continues on the next call. Records go to benchmarks/results/glue_full/ and, when $OUT is
 # set, come back as $OUT/glue_full_records.tgz (untar it at the repo root). Stages:
 #   calibrate  RTE and MRPC, seeds 1-2: plain, SMART's embedding-space radii, R-Drop's α, SiFT's step η,
-#              and every other registered method at its defaults
+#              every other registered method at its defaults, then FGM's and PGD's embedding-space radii
 #   confirm    all four tasks, seeds 1-5: plain, --smart and $CONFIRM (default: rdrop,sift)
 #   multi      the four tasks in one run, seeds 1-3: plain and --smart
 # Environment: PARALLEL (runs at once, default 12), EXTRA_ARGS (more glue_full.py flags, e.g. for a
@@ -90,7 +90,8 @@ run() {
     case $stage in
     calibrate)
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "plain,smart_emb_eps0.01,smart_emb_eps0.03,smart_emb_eps0.1,smart_emb_eps0.3,smart_emb_eps1,smart_noteacher_emb_eps0.1"
-        glue_full --tasks rte,mrpc --seeds 1,2 --configs "rdrop_a0.3,rdrop_a1,rdrop_a3,sift_lr0.03,sift_lr0.1,sift_lr0.3,sift_code,$methods" ;;
+        glue_full --tasks rte,mrpc --seeds 1,2 --configs "rdrop_a0.3,rdrop_a1,rdrop_a3,sift_lr0.03,sift_lr0.1,sift_lr0.3,sift_code,$methods"
+        glue_full --tasks rte,mrpc --seeds 1,2 --configs "fgm_emb_eps0.01,fgm_emb_eps0.03,fgm_emb_eps0.1,pgd_emb_eps0.01,pgd_emb_eps0.03,pgd_emb_eps0.1" ;;
     confirm) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3,4,5 --configs "plain,smart,${CONFIRM:-rdrop,sift}" ;;
     multi) glue_full --modes multi --seeds 1,2,3 --configs plain,smart ;;
     *) echo "unknown stage $stage: calibrate, confirm or multi" >&2; exit 2 ;;

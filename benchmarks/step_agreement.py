@@ -16,6 +16,7 @@ Means over the batches. The Bregman teacher is left out: at the start of a run Î
 is zero by construction (`teacher_probe.py` measures it later in a run). ALUM is MLM-only.
 
     python benchmarks/step_agreement.py --task rte --glue_dir path/to/glue
+    python benchmarks/step_agreement.py --task rte --methods fgm,pgd --extra="--adv_space embedding --adv_eps 0.03"
 """
 
 from __future__ import annotations
@@ -53,14 +54,17 @@ def use_method(trainer, argv: list[str], method: str | None) -> None:
     trainer.spaces = {t: get_space(task_space(trainer.regularizers.get(t, []))) for t in trainer.tasks}
 
 
-def agreement_rows(trainer, argv: list[str], probe: list, methods: list[str]) -> list[tuple[str, float, float, float]]:
-    """(method, mean loss, mean cosine, mean norm ratio) per method, against the plain step."""
+def agreement_rows(
+    trainer, argv: list[str], probe: list, methods: list[str], extra: list[str]
+) -> list[tuple[str, float, float, float]]:
+    """(method, mean loss, mean cosine, mean norm ratio) per method (its defaults, then `extra`),
+    against the plain step."""
     batches = [(name, batch) for group in probe for name, batch in group]
     use_method(trainer, argv, None)
     plain = [step_gradient(trainer, name, batch, 1000 + i) for i, (name, batch) in enumerate(batches)]
     rows = [("plain", statistics.fmean(loss for _, loss in plain), 1.0, 1.0)]
     for method in methods:
-        use_method(trainer, argv, method)
+        use_method(trainer, argv + extra, method)
         losses, cosines, ratios = [], [], []
         for i, (name, batch) in enumerate(batches):
             grad, loss = step_gradient(trainer, name, batch, 1000 + i)
@@ -81,15 +85,17 @@ def main() -> None:
     p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--methods", default="", help="comma-separated (default: every registered method but the skipped)")
+    p.add_argument("--extra", default="", help="more train.py flags for every method, e.g. a radius")
     args = p.parse_args()
     methods = args.methods.split(",") if args.methods else [m for m in ADV_METHODS.names() if m not in SKIPPED]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer, probe = trained_probe(args, tmp, task=args.task)
         argv = probe_argv(args, tmp, args.task)
-        rows = agreement_rows(trainer, argv, probe, methods)
+        rows = agreement_rows(trainer, argv, probe, methods, args.extra.split())
     print(
-        f"{args.task}: after {args.train_steps} plain steps (batch 16), {args.batches} batches, each method at its defaults"
+        f"{args.task}: after {args.train_steps} plain steps (batch 16), {args.batches} batches, each method "
+        + (f"at its defaults plus {args.extra}" if args.extra else "at its defaults")
     )
     print("| method | loss backpropagated | cos with plain gradient | \\|g\\| / \\|g_plain\\| |")
     print("|---|---|---|---|")
