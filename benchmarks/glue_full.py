@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from glue_small import _claim, _primary, _train_stats, config_flags, paired_table, prepare_data, table
+from glue_small import _claim, _primary, _train_means, config_flags, paired_table, prepare_data, table
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOCOL = ["--epochs", "3", "--batch_size", "16", "--max_seq_len", "128", "--precision", "fp32"]
@@ -84,8 +84,9 @@ for _lr in (0.03, 0.1, 0.3):
 CONFIGS["sift_code"] = ["--adv", "sift", "--adv_replay_dropout", "false"]  # the official code's fresh masks
 # FGM and PGD at their published ε = 1 on the raw word embeddings (per example, about 12% of a MiniLM
 # example's norm) train on a loss above ln 2 from the start (step_agreement.py), and FGM's full RTE run
-# sat at ln 2 (one class for every input) from step 120 on: their calibration moves them to the attack's own ball, ℓ∞ per token in
-# the embedding space (radii relative to each token's RMS). PGD: its 3 steps of ε/2 reach the boundary.
+# sat at ln 2 (one class for every input) from step 120 on. Their calibration moves them to the attack's
+# own ball: ℓ∞ per token in the embedding space (radii relative to each token's RMS). PGD's 3 steps of
+# ε/2 reach the boundary.
 _TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_level", "token"]
 for _eps in (0.01, 0.03, 0.1):
     CONFIGS[f"fgm_emb_eps{_eps:g}"] = ["--adv", "fgm", *_TOKEN_BALL, "--adv_eps", f"{_eps:g}"]
@@ -189,9 +190,9 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
             return
         wall = round(time.time() - start, 1)
         res = json.loads((Path(run_dir) / "results.json").read_text())
-        history = Path(run_dir) / "history.jsonl"
+        rows = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines() if line.strip()]
         record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res}
-        record["train_stats"], record["history"] = _train_stats(history), _history_rows(history)
+        record["train_stats"], record["history"] = _train_means(rows), _rounded(rows)
         record["commit"], record["machine"] = version, machine()
         # machine paths out of the record: the data folder and the run's temporary folder by name
         record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
@@ -204,9 +205,8 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     print(f"done {job['id']}: {_primary(res, job['tasks'])}{robust} ({wall}s)", flush=True)
 
 
-def _history_rows(history: Path) -> list[dict]:
-    """history.jsonl's rows, each number rounded to 5 significant digits to keep the record small."""
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+def _rounded(rows: list[dict]) -> list[dict]:
+    """history.jsonl's rows, each float rounded to 5 significant digits to keep the record small."""
     return [{k: float(f"{v:.5g}") if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 

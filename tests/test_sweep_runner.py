@@ -1,6 +1,5 @@
 """The full-data runner's bookkeeping: which runs exist, in which order, and who runs each one."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,14 +50,12 @@ def test_every_config_runs_a_registered_method_or_plain():
         assert name == "plain" or "--smart" in flags or flags[flags.index("--adv") + 1] in ADV_METHODS
 
 
-def test_history_rows_keep_every_row_and_round_its_numbers(tmp_path):
-    history = tmp_path / "history.jsonl"
+def test_history_rows_keep_every_row_and_round_its_numbers():
     rows = [
         {"step": 20, "kind": "train", "train/rte/loss": 0.693147180559},
         {"step": 156, "kind": "eval", "dev/rte/dev/accuracy": 47.2924187725},
     ]
-    history.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
-    assert glue_full._history_rows(history) == [
+    assert glue_full._rounded(rows) == [
         {"step": 20, "kind": "train", "train/rte/loss": 0.69315},
         {"step": 156, "kind": "eval", "dev/rte/dev/accuracy": 47.292},
     ]
