@@ -30,6 +30,7 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from glue_full import PROTOCOL
 
 from mtadv.adversarial.perturb import token_mask
 from mtadv.adversarial.spaces import get_space
@@ -45,8 +46,7 @@ YARDSTICK_EPS = 0.03  # the pgd robustness attack's radius (docs/robustness.md)
 def run_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
     """The full-data protocol's train.py flags (benchmarks/glue_full.py) for one task and seed."""
     argv = ["--tasks", args.task, "--data_dir", args.glue_dir, "--output_dir", output_dir, "--seed", str(args.seed)]
-    argv += ["--init_checkpoint", args.init_checkpoint, "--epochs", "3", "--batch_size", "16"]
-    return argv + ["--max_seq_len", "128", "--precision", "fp32", "--learning_rate", "5e-5"]
+    return argv + ["--init_checkpoint", args.init_checkpoint, *PROTOCOL]
 
 
 def sensitivity(model, task: str, loss_name: str, batch: dict) -> tuple[float, float, float, float]:
