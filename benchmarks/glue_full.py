@@ -82,6 +82,11 @@ for _alpha in (0.3, 1.0, 3.0):
 for _lr in (0.03, 0.1, 0.3):
     CONFIGS[f"sift_lr{_lr:g}"] = ["--adv", "sift", "--adv_lr", f"{_lr:g}"]
 CONFIGS["sift_code"] = ["--adv", "sift", "--adv_replay_dropout", "false"]  # the official code's fresh masks
+# A control for an inert term: σ = η = 0 makes SiFT's term exactly zero (so the gradient is plain's) while
+# drawing the same N(0, σ²) numbers from the global RNG as `sift`, so the dropout masks that follow are
+# sift's and not plain's. `sift` against `sift_null` is the term's effect, `sift_null` against `plain`
+# the RNG stream's alone.
+CONFIGS["sift_null"] = ["--adv", "sift", "--adv_init_mag", "0", "--adv_lr", "0"]
 # FGM and PGD at their published ε = 1 on the raw word embeddings (per example, about 12% of a MiniLM
 # example's norm) train on a loss above ln 2 from the start (step_agreement.py), and FGM's full RTE run
 # sat at ln 2 (one class for every input) from step 120 on. Their calibration moves them to the attack's

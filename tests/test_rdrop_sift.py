@@ -218,6 +218,21 @@ def test_sift_zero_sigma_zero_steps_is_exactly_zero_with_replay(task, space, tin
     assert not torch.equal(ctx.forward(ctx.embeds, replay_dropout=False), ctx.logits)  # dropout is live
 
 
+def test_sift_null_control_is_zero_and_draws_the_same_numbers_as_sift(tiny_encoder, tasks, tokenizer):
+    """glue_full's `sift_null` (σ = η = 0): a zero term, and the global RNG left where sift's leaves it,
+    so its run sees sift's dropout masks with plain's gradient."""
+    rng_after, terms = [], []
+    for kw in ({}, {"adv_init_mag": 0.0, "adv_lr": 0.0}):
+        model = make_model(tiny_encoder, tasks)
+        torch.manual_seed(1)
+        ctx = make_ctx(model, tasks, "rte", make_batch(tokenizer, "rte"), "embedding")
+        loss, _ = sift(**kw).loss(ctx)
+        rng_after.append(torch.get_rng_state())
+        terms.append(loss.item())
+    assert terms[0] > 0.0 and terms[1] == 0.0
+    assert torch.equal(rng_after[0], rng_after[1])
+
+
 @pytest.mark.parametrize("space", SPACES)
 def test_sift_without_replay_holds_the_dropout_noise_as_the_code_does(space, tiny_encoder, tasks, tokenizer):
     model = make_model(tiny_encoder, tasks)
