@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import statistics
@@ -264,14 +265,25 @@ def term_table(out_dir: Path, tag: str | None = None, only: list[str] | None = N
     return "\n".join(lines)
 
 
+def paired_pvalue(base: list[float], other: list[float]) -> float | None:
+    """The paired t-test's two-sided p-value of other against base, seed by seed; None with fewer than 2
+    pairs, or when every difference is the same (t is undefined; a discrete metric such as accuracy on
+    277 examples often moves every seed by the same one example, which round-off would make p ≈ 0)."""
+    diffs = [o - b for b, o in zip(base, other)]
+    if len(diffs) < 2 or max(diffs) - min(diffs) <= 1e-9 * max(1.0, *map(abs, diffs)):
+        return None
+    from scipy.stats import ttest_rel
+
+    p = float(ttest_rel(other, base).pvalue)
+    return None if math.isnan(p) else p
+
+
 def paired_table(out_dir: Path, tag: str | None, pairs: list[tuple[str, str]]) -> str:
     """Per-seed differences `other − base` of the primary metric, seed by seed (same seed: same data
     order and initial head), with their mean ± std and a paired t-test's two-sided p-value. At this
     budget one seed's score moves by points under any change of the trajectory, so a config's
     effect is read here, against the `smart_noteacher − plain` row (R_s is inert: it only shifts
     the random stream), rather than from the overlapping mean ± std of the table above."""
-    from scipy.stats import ttest_rel
-
     scores: dict[tuple[str, str, str, str], dict[int, float]] = {}  # (budget, mode, config, task) -> seed -> score
     for rec in _records(out_dir, tag):
         for task, value in _primary(rec["result"], rec["tasks"]).items():
@@ -289,8 +301,8 @@ def paired_table(out_dir: Path, tag: str | None, pairs: list[tuple[str, str]]) -
                 continue
             diffs = [b[s] - a[s] for s in seeds]
             per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
-            p = ttest_rel([b[s] for s in seeds], [a[s] for s in seeds]).pvalue
-            p_text = f"{p:.2f}" if p == p else "—"  # NaN when every difference is equal
+            p = paired_pvalue([a[s] for s in seeds], [b[s] for s in seeds])
+            p_text = "—" if p is None else f"{p:.2f}"
             mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
             lines.append(
                 f"| {budget} | {mode} | {task} | {other} − {base} | {per_seed} | {mean:+.1f} ± {sd:.1f} | {p_text} |"

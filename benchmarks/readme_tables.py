@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from glue_small import paired_pvalue
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "glue_full"
@@ -96,14 +97,7 @@ def paired(base: dict[int, float], other: dict[int, float]) -> tuple[list[int], 
     (None with fewer than 2 seeds, or when every difference is the same)."""
     seeds = sorted(set(base) & set(other))
     diffs = [other[s] - base[s] for s in seeds]
-    if len(seeds) < 2:
-        return seeds, diffs, None
-    from scipy.stats import ttest_rel
-
-    if max(diffs) - min(diffs) <= 1e-9 * max(1.0, *map(abs, diffs)):
-        return seeds, diffs, None  # no spread: t is undefined (or round-off)
-    p = float(ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue)
-    return seeds, diffs, None if math.isnan(p) else p
+    return seeds, diffs, paired_pvalue([base[s] for s in seeds], [other[s] for s in seeds])
 
 
 def diff_text(base: dict[int, float], other: dict[int, float]) -> str:

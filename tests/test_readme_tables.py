@@ -209,3 +209,13 @@ def test_full_robust_table_lists_attacked_metrics_and_success_rate():
     )
     assert lines[1].split(" | ")[3] == "typo"
     assert "no robust scores yet" in rt.full_robust_table([])
+
+
+def test_paired_pvalue_is_undefined_when_every_seed_moves_by_the_same_example():
+    from glue_small import paired_pvalue
+
+    # RTE's dev split has 277 examples: two seeds each one example lower differ by 100/277 up to round-off
+    base, other = [62.454873646209386, 60.28880866425993], [62.093862815884485, 59.92779783393502]
+    assert paired_pvalue(base, other) is None
+    assert paired_pvalue([50.0], [48.0]) is None
+    assert paired_pvalue([50.0, 60.0, 40.0], [48.0, 59.0, 37.0]) == pytest.approx(0.074, abs=1e-3)
