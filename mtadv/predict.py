@@ -15,7 +15,6 @@ memory, build and validate every output file, and only then write them all at on
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -325,7 +324,7 @@ def build_outputs(results: list[SplitResult], cfg: PredictConfig, attack: Attack
         summary = {"results": metrics, "checkpoint": cfg.checkpoint, "teacher": cfg.use_teacher}
         summary["examples"] = {f"{r.job.task.name}/{r.job.split}": len(r.job.raw) for r in results}
         if attack is not None:  # the same layout as a clean run, with what was attacked and how
-            summary["attack"] = {"name": attack.name, **dataclasses.asdict(attack.cfg)}
+            summary["attack"] = attack.settings()
         files["metrics.json"] = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
     return files
 

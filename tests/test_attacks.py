@@ -4,6 +4,7 @@ plus `pgd`'s ordering (never above clean, not rising with the radius) and `typo`
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -190,6 +191,20 @@ def test_predict_attack_writes_metrics_in_the_clean_layout(tiny_encoder, tmp_pat
     assert zero["results"]["stsb"] == clean["results"]["stsb"]
     assert pgd["results"]["rte"]["dev"]["accuracy"] <= clean["results"]["rte"]["dev"]["accuracy"]
     assert pgd["attack"]["name"] == "pgd" and pgd["attack"]["attack_eps"] == 2.0
+    assert "attack_rate" not in pgd["attack"] and "attack_seed" not in pgd["attack"]  # typo's settings
     assert set(pgd) == set(clean) | {"attack"}
     assert predict_main([*base[:2], "--output_dir", str(tmp_path / "t"), "--attack", "typo"]) == 2
     assert not (tmp_path / "t").exists()
+
+
+def test_every_attack_names_the_settings_it_reads():
+    """metrics.json holds an attack's own settings only; each one named is an AttackConfig field."""
+    from mtadv.attacks import ATTACKS, build_attack
+    from mtadv.config import AttackConfig
+
+    fields = {f.name for f in dataclasses.fields(AttackConfig)}
+    for name in ATTACKS.names():
+        attack = build_attack(name, AttackConfig())
+        assert attack.settings_used and set(attack.settings_used) <= fields, name
+        assert attack.settings() == {"name": name, **{f: getattr(attack.cfg, f) for f in attack.settings_used}}
+    assert set(build_attack("typo", AttackConfig()).settings()) == {"name", "attack_rate", "attack_seed"}

@@ -7,6 +7,7 @@ attacks); a strength of 0 gives exactly the clean predictions.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import ClassVar
 
@@ -27,6 +28,12 @@ class Attack:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # "embedding" or "text"
+    settings_used: ClassVar[tuple[str, ...]] = ()  # the AttackConfig fields it reads; () means all
+
+    def settings(self) -> dict:
+        """The attack's name and the settings it reads, as written beside its metrics (metrics.json)."""
+        used = self.settings_used or tuple(f.name for f in dataclasses.fields(self.cfg))
+        return {"name": self.name, **{f: getattr(self.cfg, f) for f in used}}
 
     def __init__(self, cfg: AttackConfig) -> None:
         self.cfg = cfg

@@ -48,6 +48,7 @@ def ascent_direction(grad: Tensor, norm: str, level: str) -> Tensor:
 class PGDAttack(Attack):
     name = "pgd"
     kind = "embedding"
+    settings_used = ("attack_eps", "attack_steps", "attack_lr", "attack_norm", "attack_norm_level", "attack_space")
 
     def perturbed_outputs(self, model: nn.Module, batch: dict[str, Tensor], task: TaskDef) -> Tensor:
         c, space = self.cfg, get_space(self.cfg.attack_space)

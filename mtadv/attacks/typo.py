@@ -58,6 +58,7 @@ EDITS = (swap, drop, insert, substitute)
 class TypoAttack(Attack):
     name = "typo"
     kind = "text"
+    settings_used = ("attack_rate", "attack_seed")
 
     def perturb_text(self, text: str, rng: random.Random) -> str:
         rate = self.cfg.attack_rate
