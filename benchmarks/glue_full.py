@@ -93,7 +93,7 @@ CONFIGS["sift_null"] = ["--adv", "sift", "--adv_init_mag", "0", "--adv_lr", "0"]
 # own ball: ℓ∞ per token in the embedding space (radii relative to each token's RMS). PGD's 3 steps of
 # ε/2 reach the boundary.
 _TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_level", "token"]
-for _eps in (0.01, 0.03, 0.1):
+for _eps in (0.003, 0.01, 0.03, 0.1):
     CONFIGS[f"fgm_emb_eps{_eps:g}"] = ["--adv", "fgm", *_TOKEN_BALL, "--adv_eps", f"{_eps:g}"]
     CONFIGS[f"pgd_emb_eps{_eps:g}"] = [
         "--adv",
