@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import numpy as np
 import pytest
 import torch
 from conftest import GLUE_SAMPLE, GLUE_YAML
 from transformers import AutoModel, AutoTokenizer
 
 from mtadv.attacks import ATTACKS, AttackConfig, build_attack
-from mtadv.attacks.evaluate import evaluate_under_attack, success_rate
+from mtadv.attacks.evaluate import attacked_predictions, evaluate_under_attack, success_rate
 from mtadv.attacks.typo import EDITS, NEIGHBOURS, TypoAttack
 from mtadv.data_utils.readers import read_split
 from mtadv.data_utils.tokenize import tokenize_split
@@ -199,12 +200,28 @@ def test_predict_attack_writes_metrics_in_the_clean_layout(tiny_encoder, tmp_pat
 
 def test_every_attack_names_the_settings_it_reads():
     """metrics.json holds an attack's own settings only; each one named is an AttackConfig field."""
-    from mtadv.attacks import ATTACKS, build_attack
-    from mtadv.config import AttackConfig
-
     fields = {f.name for f in dataclasses.fields(AttackConfig)}
     for name in ATTACKS.names():
-        attack = build_attack(name, AttackConfig())
+        attack = make(name)
         assert attack.settings_used and set(attack.settings_used) <= fields, name
-        assert attack.settings() == {"name": name, **{f: getattr(attack.cfg, f) for f in attack.settings_used}}
-    assert set(build_attack("typo", AttackConfig()).settings()) == {"name", "attack_rate", "attack_seed"}
+        assert set(attack.settings()) == {"name", *attack.settings_used}, name
+
+
+# A changed value per AttackConfig field, every one of them away from its default.
+OTHER_VALUES = {"attack_eps": 0.5, "attack_steps": 2, "attack_lr": 0.2, "attack_norm": "l2",
+                "attack_norm_level": "example", "attack_space": "word", "attack_rate": 0.5, "attack_seed": 7}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_a_setting_an_attack_does_not_name_leaves_its_outputs_unchanged(name, setup):
+    """What metrics.json leaves out of an attack's settings cannot have changed its scores."""
+    model, tasks, splits, req, cache = setup
+    base = dict(attack_eps=0.3, attack_rate=0.3, attack_seed=1)
+    unnamed = set(OTHER_VALUES) - set(make(name).settings_used)
+    assert unnamed and set(OTHER_VALUES) == {f.name for f in dataclasses.fields(AttackConfig)}
+
+    def attacked_outputs(**cfg) -> np.ndarray:  # (N,) STS-B scores: regression keeps the worst iterate, whatever moves
+        return attacked_predictions(model, tasks["stsb"], splits["stsb"], req, make(name, **cfg), 64, cache)[1].outputs
+
+    changed = {**base, **{f: OTHER_VALUES[f] for f in unnamed}}
+    np.testing.assert_array_equal(attacked_outputs(**changed), attacked_outputs(**base))
