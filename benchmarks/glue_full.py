@@ -75,6 +75,12 @@ for _eps in (0.01, 0.03, 0.1, 0.3, 1.0):
 # R_s alone (no teacher) at the middle radius, and the teacher alone (`bregman`, a registered method):
 # which of SMART's two terms costs clean score.
 CONFIGS["smart_noteacher_emb_eps0.1"] = ["--adv", "smart", *_embedding_ball(0.1)]
+# SMART's weight λ_s (default 1) at the radius that cost least (ε = 0.03), and the teacher's μ alone
+# (default 1, the `bregman` config) at values about 3x apart.
+for _weight in (0.3, 3.0):
+    CONFIGS[f"smart_emb_eps0.03_ls{_weight:g}"] = ["--smart", *_embedding_ball(0.03), "--adv_weight", f"{_weight:g}"]
+for _mu in (0.1, 0.3, 3.0):
+    CONFIGS[f"bregman_mu{_mu:g}"] = ["--adv", "bregman", "--bregman_mu", f"{_mu:g}"]
 for _alpha in (0.3, 1.0, 3.0):
     CONFIGS[f"rdrop_a{_alpha:g}"] = ["--adv", "rdrop", "--adv_weight", f"{_alpha:g}"]
 # SiFT's term is ~1e-6 of the task loss at its defaults (sift_probe.py: the step η = 1e-4 hardly moves δ
@@ -87,6 +93,10 @@ CONFIGS["sift_code"] = ["--adv", "sift", "--adv_replay_dropout", "false"]  # the
 # sift's and not plain's. `sift` against `sift_null` is the term's effect, `sift_null` against `plain`
 # the RNG stream's alone.
 CONFIGS["sift_null"] = ["--adv", "sift", "--adv_init_mag", "0", "--adv_lr", "0"]
+# FreeLB projects onto no ball at its defaults (ε_max = 0), so its strength is the step α and the
+# initial radius ε_init (both 0.1 at its defaults, the `freelb` config): both scaled down together.
+for _step in (0.01, 0.03):
+    CONFIGS[f"freelb_step{_step:g}"] = ["--adv", "freelb", "--adv_lr", f"{_step:g}", "--adv_init_mag", f"{_step:g}"]
 # FGM and PGD at their published ε = 1 on the raw word embeddings (per example, about 12% of a MiniLM
 # example's norm) train on a loss above ln 2 from the start (step_agreement.py), and FGM's full RTE run
 # sat at ln 2 (one class for every input) from step 120 on. Their calibration moves them to the attack's
