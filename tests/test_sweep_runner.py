@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -48,6 +50,17 @@ def test_every_config_runs_a_registered_method_or_plain():
     for name in glue_full.CONFIGS:
         flags = glue_full.config_flags(name, glue_full.CONFIGS)
         assert name == "plain" or "--smart" in flags or flags[flags.index("--adv") + 1] in ADV_METHODS
+
+
+@pytest.mark.parametrize("config", sorted(glue_full.CONFIGS))
+def test_every_config_is_a_valid_train_command(config, tmp_path):
+    """A misspelt flag or an out-of-range value fails here, not hours into a sweep."""
+    from mtadv.config import build_parser, check_config, config_from_args
+
+    (job,) = glue_full.jobs(["rte", "mrpc"], [config], [1], ["multi"])
+    argv = glue_full.train_command(job, tmp_path, str(tmp_path / "run"), "model_dir", [])[2:]  # after python train.py
+    cfg = check_config(config_from_args(build_parser("glue_full").parse_args(argv)))  # every range checked
+    assert cfg.train.seed == 1
 
 
 def test_history_rows_keep_every_row_and_round_its_numbers():
