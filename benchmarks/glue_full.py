@@ -103,6 +103,10 @@ for _step in (0.01, 0.03):
 # own ball: ℓ∞ per token in the embedding space (radii relative to each token's RMS). PGD's 3 steps of
 # ε/2 reach the boundary.
 _TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_level", "token"]
+# FGM's defaults were the recipe's scale until the calibration below replaced them (ε = 0.003 in
+# _TOKEN_BALL): the records of `--adv fgm` run then hold these explicit flags (and flags_as_run).
+CONFIGS["fgm_word_eps1"] = ["--adv", "fgm", "--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2",
+                            "--adv_norm_level", "example"]  # fmt: skip
 for _eps in (0.003, 0.01, 0.03, 0.1):
     CONFIGS[f"fgm_emb_eps{_eps:g}"] = ["--adv", "fgm", *_TOKEN_BALL, "--adv_eps", f"{_eps:g}"]
     CONFIGS[f"pgd_emb_eps{_eps:g}"] = [

@@ -40,6 +40,8 @@ STSB_DEV_ROWS = 1500
 # README's "What the teacher's term is made of"), REPLAY_TEACHER the one replaying the student's masks.
 EVAL_TEACHER = ["--bregman_replay_dropout", "false"]
 REPLAY_TEACHER = ["--bregman_replay_dropout", "true"]
+# FGM's defaults when these 600-example runs were made (the word embeddings, ℓ2 per example)
+_FGM_WORD_L2 = ["--adv_space", "word", "--adv_norm", "l2", "--adv_norm_level", "example"]
 CONFIGS: dict[str, list[str]] = {
     "plain": [],
     # the paper's settings: R_s (ε = 1e-5 ℓ∞ per token) + teacher μ = 1, β = 0.99
@@ -57,10 +59,11 @@ CONFIGS: dict[str, list[str]] = {
     "teacher_only_paper": ["--bregman_mu", "1", "--bregman_beta_warmup", "false", "--eval_with_teacher", *EVAL_TEACHER],
     # the teacher replays the clean forward's dropout masks: its term is then the lag alone (teacher_probe.py)
     "smart_teacherreplay": ["--smart", *REPLAY_TEACHER],
-    # FGM at a third of its default ε (1.0 per example pushed both tasks to the majority class)
-    "fgm_eps0.3": ["--adv", "fgm", "--adv_eps", "0.3"],
-    "fgm_eps0.1": ["--adv", "fgm", "--adv_eps", "0.1"],  # near FreeLB's ‖δ‖ ≈ 0.12, which did not collapse
-    "fgm_eps0.01": ["--adv", "fgm", "--adv_eps", "0.01"],  # a sanity point: near-zero radius ≈ plain (loss doubled)
+    # FGM at a third of its then default ε (1.0 per example pushed both tasks to the majority class)
+    "fgm_eps0.3": ["--adv", "fgm", *_FGM_WORD_L2, "--adv_eps", "0.3"],
+    "fgm_eps0.1": ["--adv", "fgm", *_FGM_WORD_L2, "--adv_eps", "0.1"],  # near FreeLB's ‖δ‖ ≈ 0.12
+    # a sanity point: a near-zero radius ≈ plain (loss doubled)
+    "fgm_eps0.01": ["--adv", "fgm", *_FGM_WORD_L2, "--adv_eps", "0.01"],
     # a late teacher that fits a 76-step single-task run: off for 20 steps, μ ramped over 40
     "smart_late20": [
         "--smart",

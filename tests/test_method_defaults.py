@@ -61,7 +61,7 @@ def test_adv_name_alone_takes_the_methods_defaults(name):
 
 def test_explicit_flags_and_presets_win_over_method_defaults():
     assert cfg_of("--adv", "fgm", "--adv_eps", "0.25").adv.adv_eps == 0.25
-    assert cfg_of("--adv", "fgm", "--adv_norm", "linf").adv.adv_norm == "linf"
+    assert cfg_of("--adv", "fgm", "--adv_norm", "l2").adv.adv_norm == "l2"
     assert cfg_of("--adv", "awp").adv.adv_eps == math.inf  # the paper's unclamped step
     smart = cfg_of("--smart").adv
     assert (smart.adv_eps, smart.adv_norm) == (1e-5, "linf")
@@ -78,7 +78,7 @@ def test_a_task_that_switches_method_gets_that_methods_defaults():
 
 
 def test_a_task_on_the_clis_method_keeps_the_clis_settings():
-    base = cfg_of("--adv", "fgm", "--adv_eps", "0.5")
+    base = cfg_of("--adv", "vat", "--adv_eps", "0.5")  # VAT's own ℓ2, where SMART's built-in is ℓ∞
     same = adv_config_for_task(base.adv, {"adv_weight": 2.0}, "rte", "t.yml", base.adv_explicit)
     assert (same.adv_eps, same.adv_weight, same.adv_norm) == (0.5, 2.0, "l2")
     back = adv_config_for_task(base.adv, {"method": "smart"}, "rte", "t.yml", base.adv_explicit)
@@ -265,6 +265,9 @@ def test_a_tasks_adv_setting_of_another_method_warns(caplog):
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_configs" / "before_method_settings.json"
+# FGM's defaults changed after those files were written (from the recipe's ε = 1, ℓ2 per example on the
+# word embeddings, to ℓ∞ 0.003 per token in the embedding space): the same run today names the old ones.
+OLD_DEFAULTS = {"fgm": ["--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2", "--adv_norm_level", "example"]}
 
 
 @pytest.mark.parametrize("case", sorted(json.loads(FIXTURE.read_text())))
@@ -275,9 +278,16 @@ def test_configs_written_before_methods_declared_settings_still_load_and_resume(
     old = json.loads(FIXTURE.read_text())[case]
     loaded = RunConfig.from_dict(old["checkpoint_config"])
     assert loaded.adv.to_dict() == old["checkpoint_config"]["adv"]  # every value as saved
-    cfg = cfg_of(*old["argv"])
+    cfg = cfg_of(*old["argv"], *OLD_DEFAULTS.get(old["run_config"]["adv"]["adv"], []))
     assert config_diff(old["run_config"], run_identity(cfg, ["rte"])) == []
     # The same values, but for one that no task reads: VAT's ξ in a config of another method, once the built-in
     # 1e-6, now VAT's own 1e-2 (left out of the identity, so the directory still matches).
     changed = {n for n in method_settings() if getattr(cfg.adv, n) != old["checkpoint_config"]["adv"][n]}
     assert changed <= ({"vat_xi"} if cfg.adv.adv != "vat" and "vat_xi" not in cfg.adv_explicit else set())
+
+
+def test_resuming_a_run_of_fgms_old_defaults_names_each_changed_default():
+    """A directory of `--adv fgm` from before the change is not silently resumed under the new defaults."""
+    old = json.loads(FIXTURE.read_text())["fgm_vat_xi"]
+    diff = config_diff(old["run_config"], run_identity(cfg_of(*old["argv"]), ["rte"]))
+    assert sorted(d.split(":")[0] for d in diff) == ["--adv_eps", "--adv_norm", "--adv_norm_level", "--adv_space"]
