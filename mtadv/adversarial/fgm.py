@@ -15,9 +15,9 @@ Popular fine-tuning recipes use ε ≈ 1.0 on raw BERT embeddings (flags: --adv_
 --adv_norm, --adv_norm_level; --adv_replay_dropout keeps the clean dropout masks).
 
 mtadv's defaults are not those: ℓ∞ per token (FGSM's step) in the embedding space, at ε = 0.003 of each
-token's RMS. At the recipe's ε = 1 per example on MiniLM's raw word embeddings, and at 0.03 in the
-embedding space, full-data RTE and MRPC runs ended at one class for every input; 0.003 is the
-radius at which they fit like plain (benchmarks/README.md, full-data accuracy).
+token's RMS. At the recipe's ε = 1 per example on MiniLM's raw word embeddings, full-data RTE and
+MRPC runs ended at one class for every input, and so did RTE at 0.03 in the embedding space; 0.003
+is the radius at which they fit like plain (benchmarks/README.md, full-data accuracy).
 """
 
 from __future__ import annotations
