@@ -48,7 +48,7 @@ from mtadv.precision import autocast_dtype
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
 from mtadv.tasks import EvalRequest, pipeline_for
-from mtadv.teacher import BregmanTeacher
+from mtadv.adversarial.teacher import BregmanTeacher
 
 FROM_CHECKPOINT = "checkpoint"
 
