@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from glue_small import prepare_data
 
+from mtadv.adversarial.teacher import BregmanTeacher
 from mtadv.build import build_trainer
 from mtadv.config import build_parser, config_from_args
 from mtadv.losses import DIVERGENCES
-from mtadv.adversarial.teacher import BregmanTeacher
 
 REPO = Path(__file__).resolve().parent.parent
 

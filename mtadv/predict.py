@@ -24,6 +24,7 @@ from typing import Any
 import datasets
 import torch
 
+from mtadv.adversarial.teacher import BregmanTeacher
 from mtadv.attacks import ATTACKS, Attack, build_attack
 from mtadv.attacks.evaluate import attack_metrics, attacked_predictions
 from mtadv.checkpoint import TEACHER_DIR, load_checkpoint
@@ -48,7 +49,6 @@ from mtadv.precision import autocast_dtype
 from mtadv.resume import regularizer_state
 from mtadv.taskdef import TaskDef
 from mtadv.tasks import EvalRequest, pipeline_for
-from mtadv.adversarial.teacher import BregmanTeacher
 
 FROM_CHECKPOINT = "checkpoint"
 
