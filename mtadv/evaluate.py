@@ -59,6 +59,21 @@ def predict_split(
     return Predictions(np.concatenate(idx), np.concatenate(outs), np.concatenate(labels) if labels else None)
 
 
+# Classification only, reported with the task's metrics: the percentage of rows predicted as the most
+# predicted class. 100 is a constant prediction (a collapsed run: the model ignores its input, and an
+# attack cannot flip it either), whatever the accuracy says.
+TOP_CLASS_SHARE = "top_class_share"
+
+
 def split_metrics(task: TaskDef, preds: Predictions) -> dict[str, float]:
+    """The task's metrics of the predictions, and for classification `top_class_share`."""
     assert preds.labels is not None, "metrics need a labeled split"
-    return compute_metrics(task.metrics, preds.predicted(task), preds.labels)
+    metrics = compute_metrics(task.metrics, preds.predicted(task), preds.labels)
+    if preds.outputs.ndim == 2 and len(preds.outputs):  # (N, C) class probabilities
+        metrics[TOP_CLASS_SHARE] = top_class_share(preds.outputs.argmax(-1))
+    return metrics
+
+
+def top_class_share(predicted: np.ndarray) -> float:
+    """(N,) class indices -> 100 x the largest share of rows any one class got."""
+    return 100.0 * float(np.bincount(predicted).max()) / len(predicted)

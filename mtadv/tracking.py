@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from mtadv.evaluate import TOP_CLASS_SHARE
+
 if TYPE_CHECKING:  # mtadv.trainer imports this module
     from mtadv.trainer import TrainState
 
@@ -70,10 +72,11 @@ def format_results_table(results: Results, primary: dict[str, str] | None = None
         return "(no dev results)"
     metrics = sorted({m for _, _, ms in rows for m in ms}, key=lambda m: (m != "loss", m))
     tw, sw = max(10, *(len(t) for t, _, _ in rows)), max(16, *(len(s) for _, s, _ in rows))  # column widths
-    head = f"{'task':<{tw}} {'split':<{sw}} " + " ".join(f"{m:>10}" for m in metrics)
+    mw = {m: max(10, len(m)) for m in metrics}
+    head = f"{'task':<{tw}} {'split':<{sw}} " + " ".join(f"{m:>{mw[m]}}" for m in metrics)
     lines = [head, "-" * len(head)]
     for t, s, ms in rows:
-        cells = " ".join(f"{ms[m]:>10.2f}" if m in ms else f"{'':>10}" for m in metrics)
+        cells = " ".join(f"{ms[m]:>{mw[m]}.2f}" if m in ms else f"{'':>{mw[m]}}" for m in metrics)
         lines.append(f"{t:<{tw}} {s:<{sw}} {cells}")
     return "\n".join(lines)
 
@@ -111,6 +114,8 @@ def print_summary(payload: dict[str, Any], state: TrainState) -> None:
     value = best["value"] if best["value"] is not None else float("nan")
     print(f"\nBest checkpoint (step {best['step']}, {best['metric']} = {value:.2f}): {best['checkpoint']}")
     print(format_results_table(state.best_results))
+    for warning in constant_prediction_warnings(state.best_results):
+        print(warning)
     if state.best_robust_results:
         print("under attack (--eval_attack), at the best checkpoint:")
         print(format_results_table(flatten_robust(state.best_robust_results)))
@@ -118,6 +123,17 @@ def print_summary(payload: dict[str, Any], state: TrainState) -> None:
         f"{state.step} steps in {state.train_seconds:.0f}s ({run['train_examples_per_second']} train examples/s), "
         f"{state.skipped_steps} skipped steps"
     )
+
+
+def constant_prediction_warnings(results: Results) -> list[str]:
+    """A line per classification split on which every example got the same class (top_class_share 100)."""
+    return [
+        f"warning: {task} {split}: every example got the same class (top_class_share 100), so the model ignores "
+        "its input: train longer, or give the regularizer a smaller strength (adv_eps, adv_weight)"
+        for task, splits in results.items()
+        for split, ms in splits.items()
+        if ms.get(TOP_CLASS_SHARE, 0.0) >= 100.0
+    ]
 
 
 def flatten_robust(robust: RobustResults) -> Results:

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GLUE_YAML
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from mtadv.data_utils.metrics import METRICS, compute_metrics
+from mtadv.evaluate import Predictions, split_metrics
 from mtadv.losses import DIVERGENCES, TASK_LOSSES
+from mtadv.taskdef import load_task_defs
+from mtadv.tracking import constant_prediction_warnings
 
 # Every registered metric needs a reference here: (kind of data, reference in the same units).
 REFERENCES = {
@@ -136,3 +140,35 @@ def test_losses_are_computed_in_fp32_for_half_inputs():
     a, b = logits_pair()
     out = DIVERGENCES.get("sym_kl")(a.bfloat16(), b.bfloat16())
     assert out.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_task_defs(GLUE_YAML)
+
+
+def _predictions(predicted: list[int], labels: list[int]) -> Predictions:
+    probs = np.eye(2)[predicted] * 0.8 + 0.1  # (N, 2) class probabilities, argmax = predicted
+    return Predictions(np.arange(len(labels)), probs, np.array(labels))
+
+
+def test_classification_splits_report_their_top_class_share(tasks):
+    got = split_metrics(tasks["rte"], _predictions([0, 0, 1, 0], [0, 1, 1, 0]))
+    assert got == pytest.approx({"accuracy": 75.0, "top_class_share": 75.0})
+    constant = split_metrics(tasks["rte"], _predictions([1, 1, 1, 1], [0, 1, 1, 0]))
+    assert constant["top_class_share"] == 100.0 and constant["accuracy"] == 50.0
+
+
+def test_regression_splits_have_no_top_class_share(tasks):
+    scores = Predictions(np.arange(3), np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.5, 3.0]))
+    assert set(split_metrics(tasks["stsb"], scores)) == {"pearson", "spearman"}
+
+
+def test_the_summary_warns_of_a_constant_prediction_and_only_then():
+    results = {
+        "rte": {"dev": {"accuracy": 52.7, "top_class_share": 100.0}},
+        "mrpc": {"dev": {"accuracy": 80.1, "top_class_share": 79.2}},
+        "stsb": {"dev": {"pearson": 80.0}},
+    }
+    (line,) = constant_prediction_warnings(results)
+    assert line.startswith("warning: rte dev: every example got the same class")

@@ -160,7 +160,7 @@ def test_cola_dev_without_header_and_mrpc_dev_with_bom(tmp_path, glue_checkpoint
     mrpc_file = read_tsv(CUT / "MRPC/dev.tsv")  # header `\ufeffQuality` read as `Quality`
     assert [r["gold"] for r in read_jsonl(out / "mrpc.dev.jsonl")] == [row[0] for row in mrpc_file[1:]]
     metrics = json.loads((out / "metrics.json").read_text())["results"]
-    assert set(metrics) == {"cola", "mrpc"} and set(metrics["mrpc"]["dev"]) == {"f1", "accuracy"}
+    assert set(metrics) == {"cola", "mrpc"} and set(metrics["mrpc"]["dev"]) == {"f1", "accuracy", "top_class_share"}
     assert not list(out.glob("*.tsv")) and not (out / "submission.zip").exists()
 
 

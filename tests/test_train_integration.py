@@ -53,7 +53,7 @@ def test_cli_run_writes_results_tensorboard_and_history(tiny_encoder, tmp_path):
     assert set(results) == {"results", "final", "best", "run"}
     for key in ("results", "final"):
         assert set(results[key]) == {"rte", "stsb"}
-        assert set(results[key]["rte"]["dev"]) == {"accuracy"}
+        assert set(results[key]["rte"]["dev"]) == {"accuracy", "top_class_share"}
         assert set(results[key]["stsb"]["dev"]) == {"pearson", "spearman"}
     assert results["best"]["metric"] == "avg" and results["best"]["step"] in (3, 6)
     assert results["run"]["steps"] == 6 and results["run"]["skipped_steps"] == 0
