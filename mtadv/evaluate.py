@@ -68,9 +68,10 @@ TOP_CLASS_SHARE = "top_class_share"
 def split_metrics(task: TaskDef, preds: Predictions) -> dict[str, float]:
     """The task's metrics of the predictions, and for classification `top_class_share`."""
     assert preds.labels is not None, "metrics need a labeled split"
-    metrics = compute_metrics(task.metrics, preds.predicted(task), preds.labels)
-    if preds.outputs.ndim == 2 and len(preds.outputs):  # (N, C) class probabilities
-        metrics[TOP_CLASS_SHARE] = top_class_share(preds.outputs.argmax(-1))
+    predicted = preds.predicted(task)  # (N,) class indices or scores
+    metrics = compute_metrics(task.metrics, predicted, preds.labels)
+    if preds.outputs.ndim == 2 and len(predicted):  # classification: (N, C) class probabilities
+        metrics[TOP_CLASS_SHARE] = top_class_share(predicted)
     return metrics
 
 
