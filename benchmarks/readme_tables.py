@@ -9,9 +9,9 @@ mean of Pearson and Spearman. Every effect is read as a per-seed paired differen
 Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its table:
 
     README.md              headline      single-task runs: one row per config, GLUE score per task
-                           robust        single-task runs: per config, the clean and the attacked GLUE
+    benchmarks/README.md   robust        single-task runs: per config, the clean and the attacked GLUE
                                          score per task (the record's `robust` key), against plain
-    benchmarks/README.md   full-scores   every mode, config and task: each metric, GLUE score, wall time
+                           full-scores   every mode, config and task: each metric, GLUE score, wall time
                            full-paired   every mode, task and config: per-seed differences against plain
                            full-robust   every config, task and attack: attacked metrics, success rate
 
@@ -159,7 +159,7 @@ def attacks_of(records: list[dict]) -> list[str]:
 
 
 def robust_table(records: list[dict]) -> str:
-    """The README's robustness table: single-task runs, per config the clean score and the score
+    """benchmarks/README.md's robustness table: single-task runs, per config the clean score and the score
     under each attack, per task and on the four-task mean, with paired differences against plain."""
     single = [r for r in records if r["mode"] == "single"]
     attacks = attacks_of(single)
@@ -280,8 +280,9 @@ def full_paired_table(records: list[dict]) -> str:
 
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
-    "README.md": {"headline": headline_table, "robust": robust_table},
+    "README.md": {"headline": headline_table},
     "benchmarks/README.md": {
+        "robust": robust_table,
         "full-scores": full_scores_table,
         "full-paired": full_paired_table,
         "full-robust": full_robust_table,
