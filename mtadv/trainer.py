@@ -505,7 +505,7 @@ class Trainer:
             payload["robust"] = robust_section(s, dataclasses.asdict(self.cfg.attack))
         self.tracker.write_results(payload)
         if self.rank == 0:
-            print_summary(payload, s)
+            print_summary(payload, s, regularized_tasks=[t for t, regs in self.regularizers.items() if regs])
         return payload
 
 

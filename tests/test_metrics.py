@@ -172,3 +172,10 @@ def test_the_summary_warns_of_a_constant_prediction_and_only_then():
     }
     (line,) = constant_prediction_warnings(results)
     assert line.startswith("warning: rte dev: every example got the same class")
+    assert "--learning_rate" in line and "regularizer" not in line  # rte has no regularizer here
+
+
+def test_the_constant_prediction_warning_points_a_regularized_task_at_its_strength():
+    results = {"rte": {"dev": {"accuracy": 52.7, "top_class_share": 100.0}}}
+    (line,) = constant_prediction_warnings(results, regularized_tasks=["rte"])
+    assert "smaller strength (adv_eps, adv_weight)" in line and "--learning_rate" not in line
