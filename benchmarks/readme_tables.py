@@ -9,7 +9,9 @@ mean of Pearson and Spearman. Every effect is read as a per-seed paired differen
 Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its table:
 
     README.md              headline      single-task runs: one row per config, GLUE score per task
-    benchmarks/README.md   robust        single-task runs: per config, the clean and the attacked GLUE
+                           robust        single-task runs: one row per config, per task the clean and
+                                         attacked scores (plain) or their paired differences against it
+    benchmarks/README.md   robust-paired single-task runs: per config, the clean and the attacked GLUE
                                          score per task (the record's `robust` key), against plain
                            full-scores   every mode, config and task: each metric, GLUE score, wall time
                            full-paired   every mode, task and config: per-seed differences against plain
@@ -175,6 +177,41 @@ def robust_table(records: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nAttack settings: {settings}."
 
 
+def robust_summary_cell(by_attack: dict[str, Scores], config: str, task: str) -> str:
+    """One task's clean / attacked GLUE scores for a config: plain's means, another config's mean
+    paired differences against plain ('Δ -1.8 / +0.5 / +0.4 (n=2)'); '—' without robust scores."""
+    key, base = ("single", config, task), ("single", BASE, task)
+    if not any(by_attack[a].get(key) for a in by_attack if a):
+        return EMPTY
+    parts, counts = [], []
+    for attack, sc in by_attack.items():
+        if config == BASE:
+            values = list(sc.get(key, {}).values())
+        else:
+            values = paired(sc.get(base, {}), sc.get(key, {}))[1]
+        parts.append(f"{statistics.fmean(values):{'' if config == BASE else '+'}.1f}" if values else EMPTY)
+        counts.append(len(values))
+    n = str(counts[0]) if len(set(counts)) == 1 else "/".join(map(str, counts))
+    return ("" if config == BASE else "Δ ") + " / ".join(parts) + f" (n={n})"
+
+
+def robust_summary_table(records: list[dict]) -> str:
+    """The README's robustness table: single-task runs, one row per config, per task the clean score
+    and the score under each attack (plain), or their mean paired differences against plain."""
+    single = [r for r in records if r["mode"] == "single"]
+    attacks = attacks_of(single)
+    if not attacks:
+        return "No record holds robust scores yet."
+    by_attack = {a: scores(single, a) for a in ["", *attacks]}
+    scored = " / ".join(["clean", *attacks])
+    head = [f"{TITLE[t].split(' (')[0]}: {scored}" for t in TASKS]
+    lines = ["| config | " + " | ".join(head) + " |", "|---|" + "---|" * len(TASKS)]
+    for config in configs_of(single):
+        lines.append(f"| {config} | " + " | ".join(robust_summary_cell(by_attack, config, t) for t in TASKS) + " |")
+    settings = "; ".join(f"{a}: {settings_text(single, a)}" for a in attacks)
+    return "\n".join(lines) + f"\n\nAttack settings: {settings}."
+
+
 # attack -> the recorded settings the tables name
 SETTINGS_SHOWN = {
     "pgd": ["attack_space", "attack_norm", "attack_eps", "attack_steps"],
@@ -280,9 +317,9 @@ def full_paired_table(records: list[dict]) -> str:
 
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
-    "README.md": {"headline": headline_table},
+    "README.md": {"headline": headline_table, "robust": robust_summary_table},
     "benchmarks/README.md": {
-        "robust": robust_table,
+        "robust-paired": robust_table,
         "full-scores": full_scores_table,
         "full-paired": full_paired_table,
         "full-robust": full_robust_table,

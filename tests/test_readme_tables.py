@@ -201,6 +201,24 @@ def test_robust_table_pairs_attacked_scores_against_plain():
     assert "typo: mixed settings" in rt.robust_table(recs)
 
 
+def test_robust_summary_shows_plain_scores_and_other_configs_paired_differences():
+    recs = []
+    for seed in (1, 2):
+        recs.append(with_robust(full("plain", seed, "rte", 60.0 + seed), pgd=40.0 + seed, typo=55.0))
+        recs.append(with_robust(full("pgd", seed, "rte", 59.0 + seed), pgd=45.0 + 2 * seed, typo=56.0))
+    recs.append(with_robust(full("pgd", 3, "rte", 70.0), pgd=50.0, typo=50.0))  # no plain seed 3: unpaired
+    recs.append(full("vat", 1, "rte", 70.0))  # no robust scores
+    table = rt.robust_summary_table(recs)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table.splitlines()[2:] if "|" in line}
+    assert table.splitlines()[0].startswith("| config | RTE: clean / pgd / typo | MRPC: clean / pgd / typo")
+    assert rows["plain"][0] == "61.5 / 41.5 / 55.0 (n=2)"
+    # pgd − plain, seeds 1–2: clean −1, pgd +6 and +7, typo +1
+    assert rows["pgd"][0] == "Δ -1.0 / +6.5 / +1.0 (n=2)"
+    assert rows["pgd"][1] == "—" and rows["vat"][0] == "—"
+    assert table.endswith("typo: rate 0.1, seed 0.")
+    assert rt.robust_summary_table([full("plain", 1, "rte", 60.0)]) == "No record holds robust scores yet."
+
+
 def test_full_robust_table_lists_attacked_metrics_and_success_rate():
     recs = [with_robust(full("plain", s, "mrpc", 80.0), pgd=50.0 + s, typo=70.0) for s in (1, 2)]
     lines = rt.full_robust_table(recs).splitlines()[2:]
