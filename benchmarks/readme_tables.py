@@ -184,7 +184,7 @@ def robust_summary_cell(by_attack: dict[str, Scores], config: str, task: str) ->
     if not any(by_attack[a].get(key) for a in by_attack if a):
         return EMPTY
     parts, counts = [], []
-    for attack, sc in by_attack.items():
+    for sc in by_attack.values():
         if config == BASE:
             values = list(sc.get(key, {}).values())
         else:
