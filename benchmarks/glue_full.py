@@ -107,6 +107,10 @@ _TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_lev
 # _TOKEN_BALL): the records of `--adv fgm` run then hold these explicit flags (and flags_as_run).
 CONFIGS["fgm_word_eps1"] = ["--adv", "fgm", "--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2",
                             "--adv_norm_level", "example"]  # fmt: skip
+# PGD's defaults were the text recipe's (ε = 1, α = 0.3, ℓ2 per example, word embeddings) until its full RTE
+# run there ended at one class after every epoch; that record holds these explicit flags (and flags_as_run).
+CONFIGS["pgd_word_eps1"] = ["--adv", "pgd", "--adv_space", "word", "--adv_eps", "1", "--adv_lr", "0.3",
+                            "--adv_norm", "l2", "--adv_norm_level", "example"]  # fmt: skip
 for _eps in (0.003, 0.01, 0.03, 0.1):
     CONFIGS[f"fgm_emb_eps{_eps:g}"] = ["--adv", "fgm", *_TOKEN_BALL, "--adv_eps", f"{_eps:g}"]
     CONFIGS[f"pgd_emb_eps{_eps:g}"] = [

@@ -71,8 +71,8 @@ def test_explicit_flags_and_presets_win_over_method_defaults():
 def test_a_task_that_switches_method_gets_that_methods_defaults():
     base = cfg_of("--adv_lr", "0.2")  # --adv none on the CLI; one explicit setting
     pgd = adv_config_for_task(base.adv, {"method": "pgd"}, "rte", "t.yml", base.adv_explicit)
-    assert (pgd.adv, pgd.adv_eps, pgd.adv_steps, pgd.adv_norm) == ("pgd", 1.0, 3, "l2")
-    assert pgd.adv_lr == 0.2  # the CLI's explicit value beats the method's default (0.3)
+    assert (pgd.adv, pgd.adv_eps, pgd.adv_steps, pgd.adv_norm, pgd.adv_space) == ("pgd", 0.003, 3, "linf", "embedding")
+    assert pgd.adv_lr == 0.2  # the CLI's explicit value beats the method's default (0.0015)
     own = adv_config_for_task(base.adv, {"method": "pgd", "adv_lr": 0.05}, "rte", "t.yml", base.adv_explicit)
     assert own.adv_lr == 0.05  # the task's own value beats both
 

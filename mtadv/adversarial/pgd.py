@@ -1,4 +1,4 @@
-"""PGD: K projected gradient-ascent steps on word embeddings.
+"""PGD: K projected gradient-ascent steps in a perturbation space (the embedding space by default).
 
 Madry, Makelov, Schmidt, Tsipras & Vladu, 2018, "Towards Deep Learning Models Resistant to
 Adversarial Attacks" (ICLR), Eq. (2.1) and Sec. 3:
@@ -7,16 +7,17 @@ Adversarial Attacks" (ICLR), Eq. (2.1) and Sec. 3:
     δ_{k+1} = Π_{‖δ‖≤ε}(δ_k + α · sign(g_k))        (ℓ∞: every coordinate moves by α)
     δ_{k+1} = Π_{‖δ‖≤ε}(δ_k + α · g_k/‖g_k‖₂)       (ℓ2),   g_k = ∇_δ L(x + δ_k; θ)
 
-x are each example's word embeddings (B, T, H), masked to real tokens. Only the final
+x is each example's tensor in the task's perturbation space (B, T, H), masked to real tokens. Only the final
 adversarial loss L(x + δ_K) trains the weights: the K ascent steps take gradients w.r.t. δ alone
 (torch.autograd.grad) on embeddings cut from the embedding matrix, and their graphs are freed at
 once. With --adv_init_mag 0 the first step reuses the clean graph (δ_0 = 0). Inner gradients are
 taken on the loss times the fp16 GradScaler's scale and unscaled in fp32; a non-finite one ends the
 ascent where it is (logged as adv_nonfinite_grads). As published, the step trains on λ·L(x + δ_K)
 alone; --adv_keep_clean_loss adds L(x), as fine-tuning recipes do.
-Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, α = 2/255, K = 7, random start. Text recipes: ℓ2,
-ε = 1.0, α = 0.3, K = 3 (flags: --adv_eps, --adv_lr, --adv_steps, --adv_init_mag, --adv_norm,
---adv_norm_level, --adv_weight).
+Paper defaults (CIFAR-10, ℓ∞): ε = 8/255, α = 2/255, K = 7, random start. Text recipes: ℓ2 per
+example on the word embeddings, ε = 1.0, α = 0.3, K = 3. mtadv's: ℓ∞ per token in the embedding
+space, ε = 0.003, α = 0.0015, K = 3, from δ = 0 (flags: --adv_space, --adv_eps, --adv_lr,
+--adv_steps, --adv_init_mag, --adv_norm, --adv_norm_level, --adv_weight).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ class PGD(Regularizer):
 
     name = "pgd"
     at_zero_perturbation = "clean_loss"
-    # The text recipe: ℓ2 per example, ε = 1.0, α = 0.3, K = 3, started at δ = 0.
-    defaults = {"adv_eps": 1.0, "adv_lr": 0.3, "adv_steps": 3, "adv_init_mag": 0.0, "adv_norm": "l2",
-                "adv_norm_level": "example"}  # fmt: skip
+    # Calibrated on full-data GLUE (docs/methods/pgd.md): ℓ∞ per token in the embedding space, ε = 0.003 of each
+    # token's RMS, α = ε/2 so that K = 3 steps from δ = 0 reach the boundary. The text recipe's ε = 1 (ℓ2 per
+    # example on the raw word embeddings) ended at one class for every input on MiniLM.
+    defaults = {"adv_space": "embedding", "adv_eps": 0.003, "adv_lr": 0.0015, "adv_steps": 3, "adv_init_mag": 0.0,
+                "adv_norm": "linf", "adv_norm_level": "token"}  # fmt: skip
 
     @property
     def replaces_task_loss(self) -> bool:  # trains on the adversarial loss alone unless --adv_keep_clean_loss
