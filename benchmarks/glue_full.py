@@ -107,6 +107,9 @@ _TOKEN_BALL = ["--adv_space", "embedding", "--adv_norm", "linf", "--adv_norm_lev
 # _TOKEN_BALL): the records of `--adv fgm` run then hold these explicit flags (and flags_as_run).
 CONFIGS["fgm_word_eps1"] = ["--adv", "fgm", "--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2",
                             "--adv_norm_level", "example"]  # fmt: skip
+# AWP's default was the paper's γ = 5e-3 until its full RTE and MRPC runs there ended at one class; those
+# records hold this explicit flag (and flags_as_run).
+CONFIGS["awp_lr5e-3"] = ["--adv", "awp", "--adv_lr", "5e-3"]
 # PGD's defaults were the text recipe's (ε = 1, α = 0.3, ℓ2 per example, word embeddings) until its full RTE
 # run there ended at one class after every epoch; that record holds these explicit flags (and flags_as_run).
 CONFIGS["pgd_word_eps1"] = ["--adv", "pgd", "--adv_space", "word", "--adv_eps", "1", "--adv_lr", "0.3",
