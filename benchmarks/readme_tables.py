@@ -173,8 +173,7 @@ def robust_table(records: list[dict]) -> str:
         for attack in ["", *attacks]:
             sc = scores(single, attack)
             lines.append(f"| {config} | {attack or 'clean'} | " + " | ".join(single_task_cells(sc, config)) + " |")
-    settings = "; ".join(f"{a}: {settings_text(single, a)}" for a in attacks)
-    return "\n".join(lines) + f"\n\nAttack settings: {settings}."
+    return "\n".join(lines) + "\n\n" + attack_settings_line(single, attacks)
 
 
 def robust_summary_cell(by_attack: dict[str, Scores], config: str, task: str) -> str:
@@ -208,8 +207,12 @@ def robust_summary_table(records: list[dict]) -> str:
     lines = ["| config | " + " | ".join(head) + " |", "|---|" + "---|" * len(TASKS)]
     for config in configs_of(single):
         lines.append(f"| {config} | " + " | ".join(robust_summary_cell(by_attack, config, t) for t in TASKS) + " |")
-    settings = "; ".join(f"{a}: {settings_text(single, a)}" for a in attacks)
-    return "\n".join(lines) + f"\n\nAttack settings: {settings}."
+    return "\n".join(lines) + "\n\n" + attack_settings_line(single, attacks)
+
+
+def attack_settings_line(records: list[dict], attacks: list[str]) -> str:
+    """'Attack settings: pgd: space embedding, ...; typo: rate 0.1, seed 0.' under a robustness table."""
+    return "Attack settings: " + "; ".join(f"{a}: {settings_text(records, a)}" for a in attacks) + "."
 
 
 # attack -> the recorded settings the tables name

@@ -17,10 +17,9 @@ taken on the loss times the fp16 GradScaler's scale and unscaled in fp32, and a 
 the weights unperturbed for the step (logged as adv_nonfinite_grads).
 Which weights: --adv_weight_pattern, a regex over parameter names (default: the encoder layers'
 Linear weights; not LayerNorm, not the embeddings, not the heads). --adv_start_epoch delays it.
-Paper defaults: γ = η = 5e-3 (no clamp; ε = ∞), one ascent step; mtadv's: γ = 1e-4, the step that
-trains MiniLM on full-data GLUE. Fine-tuning recipes: η = 1e-3
-to 1, ε = 1e-2, start after the first epoch (flags: --adv_lr, --adv_eps, --adv_start_epoch,
---adv_weight).
+Paper defaults: γ = η = 5e-3 (no clamp; ε = ∞), one ascent step. Fine-tuning recipes: η = 1e-3 to 1,
+ε = 1e-2, start after the first epoch. mtadv's: γ = 1e-4, unclamped, the step that trains MiniLM on
+full-data GLUE (flags: --adv_lr, --adv_eps, --adv_start_epoch, --adv_weight).
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ class AWP(Regularizer):
     at_zero_perturbation = "clean_loss"
     space = None  # perturbs weights, not an input: the clean forward takes any space
     perturbs = "weights"
-    # γ = 1e-4 relative to each weight's norm, unclamped (ε = ∞), as in the paper. The paper's γ = 5e-3 (and 1e-3)
+    # γ = 1e-4 relative to each weight's norm, unclamped (ε = ∞, as in the paper). The paper's γ = 5e-3 (and 1e-3)
     # held MiniLM at one class for every input on full-data GLUE; 1e-4 trains (docs/methods/awp.md).
     defaults = {"adv_lr": 1e-4, "adv_eps": math.inf}
     settings = {
