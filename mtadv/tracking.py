@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.tensorboard import SummaryWriter
@@ -110,12 +110,14 @@ def robust_section(state: TrainState, settings: dict[str, Any]) -> dict[str, Any
     return {"results": state.best_robust_results, "final": state.last_robust_results, "settings": settings}
 
 
-def print_summary(payload: dict[str, Any], state: TrainState, regularized_tasks: Collection[str] = ()) -> None:
+def print_summary(
+    payload: dict[str, Any], state: TrainState, strength_by_task: Mapping[str, Sequence[str]] | None = None
+) -> None:
     best, run = payload["best"], payload["run"]
     value = best["value"] if best["value"] is not None else float("nan")
     print(f"\nBest checkpoint (step {best['step']}, {best['metric']} = {value:.2f}): {best['checkpoint']}")
     print(format_results_table(state.best_results))
-    for warning in constant_prediction_warnings(state.best_results, regularized_tasks):
+    for warning in constant_prediction_warnings(state.best_results, strength_by_task):
         print(warning)
     if state.best_robust_results:
         print("under attack (--eval_attack), at the best checkpoint:")
@@ -126,16 +128,24 @@ def print_summary(payload: dict[str, Any], state: TrainState, regularized_tasks:
     )
 
 
-def constant_prediction_warnings(results: Results, regularized_tasks: Collection[str] = ()) -> list[str]:
+def constant_prediction_warnings(
+    results: Results, strength_by_task: Mapping[str, Sequence[str]] | None = None
+) -> list[str]:
     """A line per classification split on which every example got the same class (top_class_share 100).
 
-    The advice depends on the task: a regularizer's strength is the usual cause when the task has one;
-    without one, too short a run or too small a step is."""
-    regularized = "or give its regularizer a smaller strength (adv_eps, adv_weight)"
+    The advice depends on the task: a regularizer's strength is the usual cause when the task has one,
+    so the line names that regularizer's strength settings (`strength_by_task`: task -> setting names,
+    each method's `Regularizer.strength`); without one, too short a run or too small a step is."""
+    strength_by_task = strength_by_task or {}
     plain = "or with a larger --learning_rate, and check that the labels vary"
+
+    def advice(task: str) -> str:
+        names = strength_by_task.get(task)
+        return f"or give its regularizer a smaller strength ({', '.join(names)})" if names else plain
+
     return [
         f"warning: {task} {split}: every example got the same class (top_class_share 100), so the model ignores "
-        f"its input: train longer, {regularized if task in regularized_tasks else plain}"
+        f"its input: train longer, {advice(task)}"
         for task, splits in results.items()
         for split, ms in splits.items()
         if ms.get(TOP_CLASS_SHARE, 0.0) >= 100.0

@@ -505,8 +505,17 @@ class Trainer:
             payload["robust"] = robust_section(s, dataclasses.asdict(self.cfg.attack))
         self.tracker.write_results(payload)
         if self.rank == 0:
-            print_summary(payload, s, regularized_tasks=[t for t, regs in self.regularizers.items() if regs])
+            print_summary(payload, s, strength_by_task=self.strength_by_task())
         return payload
+
+    def strength_by_task(self) -> dict[str, list[str]]:
+        """Task -> the strength settings of its regularizers, for the constant-prediction warning."""
+        return {t: _strength_names(regs) for t, regs in self.regularizers.items() if regs}
+
+
+def _strength_names(regularizers: list[Regularizer]) -> list[str]:
+    """The strength settings of a task's regularizers, in order, each once (SMART + teacher: ε, λ, μ)."""
+    return list(dict.fromkeys(name for r in regularizers for name in r.strength))
 
 
 def _average_primary(results: Results, tasks: dict[str, TaskDef]) -> float | None:

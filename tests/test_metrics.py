@@ -177,5 +177,21 @@ def test_the_summary_warns_of_a_constant_prediction_and_only_then():
 
 def test_the_constant_prediction_warning_points_a_regularized_task_at_its_strength():
     results = {"rte": {"dev": {"accuracy": 52.7, "top_class_share": 100.0}}}
-    (line,) = constant_prediction_warnings(results, regularized_tasks=["rte"])
+    (line,) = constant_prediction_warnings(results, strength_by_task={"rte": ["adv_eps", "adv_weight"]})
     assert "smaller strength (adv_eps, adv_weight)" in line and "--learning_rate" not in line
+
+
+def test_the_warning_names_each_methods_own_strength_settings():
+    """The teacher alone is weakened by its μ, AWP by γ: the warning must not send users to adv_eps."""
+    from mtadv.adversarial import ADV_METHODS
+    from mtadv.config import AdvConfig
+    from mtadv.trainer import _strength_names
+
+    cls = ADV_METHODS.get
+    assert cls("bregman").strength == ("bregman_mu",) and cls("awp").strength == ("adv_lr",)
+    assert cls("smart").strength == ("adv_eps", "adv_weight")
+    both = _strength_names([cls("smart").__new__(cls("smart")), cls("bregman").__new__(cls("bregman"))])
+    assert both == ["adv_eps", "adv_weight", "bregman_mu"]
+    settings = AdvConfig()
+    for name in ADV_METHODS.names():  # every method names what weakens it, by settings that exist
+        assert cls(name).strength and all(hasattr(settings, s) for s in cls(name).strength), name

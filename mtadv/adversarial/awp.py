@@ -54,6 +54,7 @@ class AWP(Regularizer):
     """λ · L(x; θ + v), v the clamped relative ascent step on the selected weights."""
 
     name = "awp"
+    strength = ("adv_lr",)
     at_zero_perturbation = "clean_loss"
     space = None  # perturbs weights, not an input: the clean forward takes any space
     perturbs = "weights"

@@ -82,6 +82,9 @@ class Regularizer:
     # its range checked; no edit of mtadv/config.py. Names are unique across all methods and flags: prefix
     # them with the method's name (vat_xi).
     settings: ClassVar[dict[str, Setting]] = {}
+    # The settings that weaken the term, named in the end-of-run warning when a task ends at a constant
+    # prediction (mtadv.tracking.constant_prediction_warnings): the radius and the weight for most methods.
+    strength: ClassVar[tuple[str, ...]] = ("adv_eps", "adv_weight")
     replays: int = 1
     # What the term equals at a zero perturbation (radius, noise and step 0), a trait the registry-wide
     # tests select by: "zero" (a divergence or penalty), "clean_loss" (a loss at x + δ), or None (no

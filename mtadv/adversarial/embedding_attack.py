@@ -16,7 +16,7 @@ from mtadv.adversarial.perturb import all_finite, scaled_grad
 
 
 def task_loss_at(ctx: StepContext, delta: Tensor, attached: bool = True, replay: bool = True) -> Tensor:
-    """The task loss at x + δ. attached=False cuts x from the embedding matrix (inner ascent steps)."""
+    """The task loss at x + δ. attached=False detaches x, the perturbation-space tensor, from the encoder (inner ascent steps)."""
     x = ctx.embeds if attached else ctx.embeds.detach()  # (B, T, H)
     return ctx.loss_fn(ctx.forward(x + delta, replay_dropout=replay), ctx.batch["labels"])
 

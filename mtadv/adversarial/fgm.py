@@ -35,6 +35,7 @@ class FGM(Regularizer):
     """λ · L(x + ε·g/‖g‖)."""
 
     name = "fgm"
+    strength = ("adv_eps",)
     at_zero_perturbation = "clean_loss"
     # Chosen from full-data runs (module docstring): the recipe's ε = 1 on the raw word embeddings, ℓ2 per
     # example, ended at a constant prediction on RTE and MRPC.

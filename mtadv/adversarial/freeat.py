@@ -48,6 +48,7 @@ class FreeAT(Regularizer):
     """λ · L(x + δ) with δ carried across replays and batches and updated after each step."""
 
     name = "freeat"
+    strength = ("adv_eps", "adv_lr")
     at_zero_perturbation = "clean_loss"
     # The paper's step = ε, on the text methods' scale (ℓ2 per example, ε = 1.0; the paper's 8/255 is
     # for pixels in [0, 1]).

@@ -43,6 +43,7 @@ class FreeLB(Regularizer):
     """λ · (1/K) Σ_t L(x + δ_t), every term attached to the weights."""
 
     name = "freelb"
+    strength = ("adv_lr", "adv_init_mag")
     at_zero_perturbation = "clean_loss"
     # Inside the paper's GLUE ranges (Table 7): K = 2, α = 1e-1, ε_init = 1e-1, no projection, ℓ2 per example.
     defaults = {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.1, "adv_norm": "l2", "adv_norm_level": "example"}

@@ -33,6 +33,7 @@ class GradientPenalty(Regularizer):
     """λ · (ε/2) · mean_i ‖∇_{x_i} ℓ_i‖²."""
 
     name = "grad_penalty"
+    strength = ("adv_eps",)
     at_zero_perturbation = "zero"
     # ε is the penalty weight; 0.1 is inside the tuned range 1e-3 .. 1 (the built-in 1e-5 is a no-op).
     defaults = {"adv_eps": 0.1}

@@ -9,7 +9,7 @@ Adversarial Attacks" (ICLR), Eq. (2.1) and Sec. 3:
 
 x is each example's tensor in the task's perturbation space (B, T, H), masked to real tokens. Only the final
 adversarial loss L(x + δ_K) trains the weights: the K ascent steps take gradients w.r.t. δ alone
-(torch.autograd.grad) on embeddings cut from the embedding matrix, and their graphs are freed at
+(torch.autograd.grad) on x detached from the encoder below it, and their graphs are freed at
 once. With --adv_init_mag 0 the first step reuses the clean graph (δ_0 = 0). Inner gradients are
 taken on the loss times the fp16 GradScaler's scale and unscaled in fp32; a non-finite one ends the
 ascent where it is (logged as adv_nonfinite_grads). As published, the step trains on λ·L(x + δ_K)
@@ -34,6 +34,7 @@ class PGD(Regularizer):
     """λ · L(x + δ_K), δ_K from K projected ascent steps inside the ε-ball."""
 
     name = "pgd"
+    strength = ("adv_eps", "adv_lr")
     at_zero_perturbation = "clean_loss"
     # Calibrated on full-data GLUE (docs/methods/pgd.md): ℓ∞ per token in the embedding space, ε = 0.003 of each
     # token's RMS, α = ε/2 so that K = 3 steps from δ = 0 reach the boundary. The text recipe's ε = 1 (ℓ2 per

@@ -54,6 +54,7 @@ class RDrop(Regularizer):
     """½(L2 − L1) + (α/2)·L_R, so that the step trains on ½ · (R-Drop's objective)."""
 
     name = "rdrop"
+    strength = ("adv_weight",)
     at_zero_perturbation = None  # its term is dropout's, not a perturbation's
     # α = 1.0: the top of the paper's GLUE range {0.1, 0.5, 1.0} and the fairseq criterion's default.
     defaults = {"adv_weight": 1.0}

@@ -81,6 +81,7 @@ class SiFT(Regularizer):
     """λ · D(f(x̄ + δ), f(x̄)) with δ from SiFT's clamped-noise start and guarded ℓ∞ steps."""
 
     name = "sift"
+    strength = ("adv_init_mag", "adv_weight")
     at_zero_perturbation = "zero"
     # The official code's values (DeBERTa/apps/run.py and experiments/glue/mnli.sh, *-sift configurations).
     defaults = {

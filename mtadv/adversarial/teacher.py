@@ -69,6 +69,7 @@ class BregmanTeacher(Regularizer):
     """μ_task · ℓ_s(f(x; θ), f(x; θ̃)) with θ̃ the EMA of θ; one instance shared by all tasks."""
 
     name = "bregman"
+    strength = ("bregman_mu",)
     space = None  # perturbs no input: the clean forward takes any task's space
     perturbs = "weights_in_time"  # θ̃ is the student's own past, so the "perturbation" is the teacher's lag
     at_zero_perturbation = "zero"  # zero lag (θ̃ = θ, as at creation) with replayed dropout: exactly 0
