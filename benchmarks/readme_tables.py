@@ -144,6 +144,36 @@ def single_task_cells(sc: Scores, config: str) -> list[str]:
     return [*cells, avg_text]
 
 
+def typed_equivalent(config: str) -> str | None:
+    """What a user types for the same run when a named config pins only its method's defaults
+    ('pgd_emb_eps0.003' -> '--adv pgd'), by resolving both flag lists as train.py does; else None."""
+    from glue_full import CONFIGS
+
+    flags = CONFIGS.get(config, [])
+    if "--smart" in flags:
+        typed = ["--smart"]
+    elif "--adv" in flags:
+        typed = flags[: flags.index("--adv") + 2]
+    else:
+        return None
+    return " ".join(typed) if typed != flags and resolved(flags) == resolved(typed) else None
+
+
+def resolved(flags: list[str]) -> dict:
+    """Every setting train.py would run with under `flags` (which of them were typed aside)."""
+    from mtadv.config import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser("").parse_args(["--tasks", "rte", *flags])).to_dict()
+    cfg.pop("adv_explicit")
+    return cfg
+
+
+def row_label(config: str) -> str:
+    """The config's name, with the flags a user types for it when it only pins their defaults."""
+    typed = typed_equivalent(config)
+    return f"{config} (= `{typed}`)" if typed else config
+
+
 def headline_table(records: list[dict]) -> str:
     """The README's table: single-task runs, one row per config, the GLUE score of each task."""
     single = [r for r in records if r["mode"] == "single"]
@@ -152,7 +182,7 @@ def headline_table(records: list[dict]) -> str:
     lines = ["| config | " + " | ".join(head) + " | mean of 4 | wall per run |", "|---|" + "---|" * (len(TASKS) + 2)]
     for config in configs_of(single) or [BASE]:
         cells = " | ".join(single_task_cells(sc, config))
-        lines.append(f"| {config} | {cells} | {wall_text(single, 'single', config)} |")
+        lines.append(f"| {row_label(config)} | {cells} | {wall_text(single, 'single', config)} |")
     return "\n".join(lines) + "\n\n" + records_line(records)
 
 
@@ -206,7 +236,8 @@ def robust_summary_table(records: list[dict]) -> str:
     head = [f"{TITLE[t].split(' (')[0]}: {scored}" for t in TASKS]
     lines = ["| config | " + " | ".join(head) + " |", "|---|" + "---|" * len(TASKS)]
     for config in configs_of(single):
-        lines.append(f"| {config} | " + " | ".join(robust_summary_cell(by_attack, config, t) for t in TASKS) + " |")
+        cells = " | ".join(robust_summary_cell(by_attack, config, t) for t in TASKS)
+        lines.append(f"| {row_label(config)} | {cells} |")
     return "\n".join(lines) + "\n\n" + attack_settings_line(single, attacks)
 
 

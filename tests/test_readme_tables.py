@@ -237,3 +237,12 @@ def test_paired_pvalue_is_undefined_when_every_seed_moves_by_the_same_example():
     assert paired_pvalue(base, other) is None
     assert paired_pvalue([50.0], [48.0]) is None
     assert paired_pvalue([50.0, 60.0, 40.0], [48.0, 59.0, 37.0]) == pytest.approx(0.074, abs=1e-3)
+
+
+def test_a_config_that_only_pins_its_methods_defaults_is_labelled_with_what_a_user_types():
+    """pgd_emb_eps0.003 pins PGD's own defaults: its row says `--adv pgd`, so a reader finds the default."""
+    assert rt.typed_equivalent("pgd_emb_eps0.003") == "--adv pgd"
+    assert rt.typed_equivalent("rdrop_a1") == "--adv rdrop"
+    assert rt.row_label("fgm_emb_eps0.003") == "fgm_emb_eps0.003 (= `--adv fgm`)"
+    for other in ["pgd_emb_eps0.01", "awp_lr5e-3", "smart_emb_eps0.1", "plain", "smart", "sift"]:
+        assert rt.typed_equivalent(other) is None, other  # a changed setting, or already what a user types
