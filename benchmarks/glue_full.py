@@ -125,6 +125,19 @@ for _eps in (0.003, 0.01, 0.03, 0.1):
         "--adv_lr",
         f"{_eps / 2:g}",
     ]
+# FreeAT at its defaults (ε = η = 1, ℓ2 per example on the raw word embeddings, the scale at which FGM
+# and PGD ended at one class) scored below RTE's majority class: the same move to the token ball,
+# with the paper's step η = ε.
+for _eps in (0.003, 0.01):
+    CONFIGS[f"freeat_emb_eps{_eps:g}"] = [
+        "--adv",
+        "freeat",
+        *_TOKEN_BALL,
+        "--adv_eps",
+        f"{_eps:g}",
+        "--adv_lr",
+        f"{_eps:g}",
+    ]
 
 
 # attack -> predict.py flags: one fixed setting for every task, chosen once (benchmarks/README.md,
