@@ -92,7 +92,7 @@ run() {
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "plain,smart_emb_eps0.01,smart_emb_eps0.03,smart_emb_eps0.1,smart_emb_eps0.3,smart_emb_eps1,smart_noteacher_emb_eps0.1"
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "rdrop_a0.3,rdrop_a1,rdrop_a3,sift_lr0.03,sift_lr0.1,sift_lr0.3,sift_code,sift_null,$methods"
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "smart_emb_eps0.03_ls0.3,smart_emb_eps0.03_ls3,bregman_mu0.1,bregman_mu0.3,bregman_mu3,freelb_step0.01,freelb_step0.03"
-        glue_full --tasks rte,mrpc --seeds 1,2 --configs "fgm_emb_eps0.003,fgm_emb_eps0.01,fgm_emb_eps0.03,fgm_emb_eps0.1,pgd_emb_eps0.003,pgd_emb_eps0.01,pgd_emb_eps0.03,pgd_emb_eps0.1" ;;
+        glue_full --tasks rte,mrpc --seeds 1,2 --configs "fgm_emb_eps0.003,fgm_emb_eps0.01,fgm_emb_eps0.03,fgm_emb_eps0.1,pgd_emb_eps0.003,pgd_emb_eps0.01,pgd_emb_eps0.03,pgd_emb_eps0.1,freeat_emb_eps0.003,freeat_emb_eps0.01" ;;
     confirm) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3,4,5 --configs "plain,smart,${CONFIRM:-rdrop,sift}" ;;
     multi) glue_full --modes multi --seeds 1,2,3 --configs plain,smart ;;
     *) echo "unknown stage $stage: calibrate, confirm or multi" >&2; exit 2 ;;
