@@ -72,3 +72,23 @@ def test_history_rows_keep_every_row_and_round_its_numbers():
         {"step": 20, "kind": "train", "train/rte/loss": 0.69315},
         {"step": 156, "kind": "eval", "dev/rte/dev/accuracy": 47.292},
     ]
+
+
+def test_fit_vs_robustness_reads_each_checkpoints_epoch_loss_and_scores():
+    """Each checkpoint gets its epoch's mean train loss, the dev metrics logged at its step, and its
+    scores under attack; the table shows GLUE scores (MRPC: the mean of accuracy and F1)."""
+    import fit_vs_robustness as fvr
+
+    rows = [
+        {"step": 10, "kind": "train", "train/mrpc/loss": 0.7},
+        {"step": 20, "kind": "train", "train/mrpc/loss": 0.5},
+        {"step": 20, "kind": "eval", "dev/mrpc/dev/accuracy": 70.0, "dev/mrpc/dev/f1": 80.0},
+        {"step": 30, "kind": "train", "train/mrpc/loss": 0.3},
+        {"step": 40, "kind": "eval", "dev/mrpc/dev/accuracy": 80.0, "dev/mrpc/dev/f1": 86.0},
+    ]
+    attacked = {"pgd": {"results": {"mrpc": {"dev": {"accuracy": 40.0, "f1": 50.0}}}}}
+    points = fvr.epoch_points("mrpc", rows, {40: attacked, 20: attacked})
+    assert [(p["epoch"], p["step"], p["train_loss"]) for p in points] == [(1, 20, 0.6), (2, 40, 0.3)]
+    assert points[1]["clean"] == {"accuracy": 80.0, "f1": 86.0} and points[1]["robust"]["pgd"]["f1"] == 50.0
+    table = fvr.table({"id": "x", "tasks": ["mrpc"], "epochs": points})
+    assert "| 2 | 0.300 | 83.0 | 45.0 |" in table
