@@ -265,9 +265,11 @@ def test_a_tasks_adv_setting_of_another_method_warns(caplog):
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_configs" / "before_method_settings.json"
-# FGM's defaults changed after those files were written (from the recipe's ε = 1, ℓ2 per example on the
-# word embeddings, to ℓ∞ 0.003 per token in the embedding space): the same run today names the old ones.
-OLD_DEFAULTS = {"fgm": ["--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2", "--adv_norm_level", "example"]}
+# FGM's and FreeAT's defaults changed after those files were written (from the text methods' ε = 1, ℓ2 per
+# example on the word embeddings, to ℓ∞ 0.003 per token in the embedding space; FreeAT's step η = ε with
+# them): the same run today names the old ones.
+_WORD_BALL = ["--adv_space", "word", "--adv_eps", "1", "--adv_norm", "l2", "--adv_norm_level", "example"]
+OLD_DEFAULTS = {"fgm": _WORD_BALL, "freeat": [*_WORD_BALL, "--adv_lr", "1"]}
 
 
 @pytest.mark.parametrize("case", sorted(json.loads(FIXTURE.read_text())))
