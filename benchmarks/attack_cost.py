@@ -4,8 +4,9 @@ MiniLM-L6 with a fresh head on MRPC's dev split (the encoder's weights do not ch
 Each round times, in turn, the clean evaluation, `pgd` at K steps, and `typo` (which re-tokenizes
 the attacked text, then runs a clean forward), each attack with the clean pass it needs for the attack
 success rate; the report is the median over rounds and each
-attack's ratio to the clean evaluation. A K-step PGD evaluation runs the clean forward, K
-forward-backward passes (each also scores its iterate) and one forward of the last iterate per batch.
+attack's ratio to the clean evaluation. A K-step PGD evaluation runs K forward-backward
+passes (the first is the clean forward at δ_0 = 0; each scores its iterate) and one forward of the
+last iterate per batch.
 
     python benchmarks/attack_cost.py --glue_dir path/to/glue --rounds 3   # -> benchmarks/results/attack_cost.json
 """

@@ -111,6 +111,57 @@ def test_pgd_on_regression_never_lowers_the_error(setup):
     assert ((attacked.outputs - attacked.labels) ** 2 >= (clean.outputs - clean.labels) ** 2 - 1e-6).all()
 
 
+@pytest.mark.parametrize("space", ["word", "embedding"])
+def test_pgd_runs_k_plus_one_forwards_and_its_first_step_is_the_clean_gradient(space, setup):
+    """K steps cost K + 1 encoder forwards per batch: the clean forward is the δ_0 = 0 iterate. One
+    step from δ_0 is ε·sign(∇ at the clean input), so it must equal a hand-made one-step attack."""
+    model, tasks, _, _, _ = setup
+    task, batch = tasks["rte"], pair_batch(setup)
+    calls = []
+    handle = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        make("pgd", attack_eps=0.5, attack_steps=3, attack_space=space).perturbed_outputs(model, batch, task)
+    finally:
+        handle.remove()
+    assert len(calls) == 3 + 1
+
+    from mtadv.adversarial.spaces import get_space
+    from mtadv.losses import TASK_LOSSES
+
+    eps, sp = 0.5, get_space(space)
+    with torch.enable_grad():
+        embeds, _, scale = sp.clean_forward(model, model, batch, task.name)
+        x = embeds.detach().requires_grad_(True)
+        loss = TASK_LOSSES.get(task.loss)(sp.forward(model, batch, task.name, x, scale), batch["labels"])
+        (grad,) = torch.autograd.grad(loss, [x])
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    with torch.no_grad():
+        by_hand = sp.forward(model, batch, task.name, x + eps * grad.sign() * mask, scale)
+        clean = sp.forward(model, batch, task.name, x, scale)
+    one_step = make("pgd", attack_eps=eps, attack_steps=1, attack_lr=eps, attack_space=space)
+    got = one_step.perturbed_outputs(model, batch, task)
+    wrong = (by_hand.argmax(-1) != batch["labels"]) & (clean.argmax(-1) == batch["labels"])
+    assert wrong.any()  # the hand-made step breaks some example, so the comparison is not empty
+    torch.testing.assert_close(got[wrong], by_hand[wrong])  # the iterate it kept where it broke one
+
+
+def pair_batch(setup) -> dict:
+    """One padded batch of the rte dev sample with its labels."""
+    model, tasks, splits, req, _ = setup
+    rows = splits["rte"].raw.select(range(8))
+    batch = dict(
+        req.tokenizer(
+            list(rows["text_a"]),
+            list(rows["text_b"]),
+            padding=True,
+            truncation=True,
+            max_length=64,
+            return_tensors="pt",
+        )
+    )
+    return {**batch, "labels": torch.tensor(rows["label"])}
+
+
 def test_success_rate_counts_flips_of_correct_examples():
     labels = torch.tensor([0, 1, 1, 0]).numpy()
     clean = Predictions(labels, torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]).numpy(), labels)

@@ -63,12 +63,16 @@ def embedding_output_hook(encoder: nn.Module, hook: Callable[[Tensor], Tensor]) 
 class PerturbationSpace:
     """Where δ lives. `clean_forward` gives the tensor to perturb (attached, on the clean path) and
     the clean output; `forward` runs the model at a perturbed tensor. `scale` is space-specific state
-    of the clean forward that `forward` needs (the per-token RMS of the embedding space)."""
+    of the clean forward that `forward` needs (the per-token RMS of the embedding space).
+
+    With `leaf=True` the tensor is cut from the weights and made a leaf that requires grad, still on
+    the clean path: ∇ of the clean output with respect to it is the input gradient at δ = 0, which
+    an attack on frozen weights gets without a second forward."""
 
     name = ""
 
     def clean_forward(
-        self, forward_model: nn.Module, model: nn.Module, batch: dict[str, Tensor], task: str
+        self, forward_model: nn.Module, model: nn.Module, batch: dict[str, Tensor], task: str, leaf: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         raise NotImplementedError
 
@@ -82,8 +86,10 @@ class PerturbationSpace:
 class WordSpace(PerturbationSpace):
     name = "word"
 
-    def clean_forward(self, forward_model, model, batch, task):
+    def clean_forward(self, forward_model, model, batch, task, leaf=False):
         embeds = model.embed(batch)  # (B, T, H) word embeddings
+        if leaf:
+            embeds = embeds.detach().requires_grad_(True)
         return embeds, forward_model(batch, task=task, inputs_embeds=embeds), None
 
     def forward(self, model, batch, task, perturbed, scale):
@@ -99,12 +105,15 @@ def token_rms(x: Tensor) -> Tensor:
 class EmbeddingSpace(PerturbationSpace):
     name = "embedding"
 
-    def clean_forward(self, forward_model, model, batch, task):
+    def clean_forward(self, forward_model, model, batch, task, leaf=False):
         captured: dict[str, Tensor] = {}
 
         def normalize(out: Tensor) -> Tensor:  # out: (B, T, H) the embedding layer's output
             scale = token_rms(out)
-            captured["embeds"], captured["scale"] = out / scale, scale
+            embeds = out / scale
+            if leaf:
+                embeds = embeds.detach().requires_grad_(True)
+            captured["embeds"], captured["scale"] = embeds, scale
             return captured["embeds"] * scale  # the clean path runs through embeds, so ∇_embeds exists
 
         with embedding_output_hook(model.encoder, normalize):

@@ -5,8 +5,9 @@ Madry et al., 2018, "Towards Deep Learning Models Resistant to Adversarial Attac
 The same spaces, norms and projection as training (mtadv.adversarial.spaces / perturb), on real
 tokens only, in eval mode. An example counts as broken when any iterate breaks it (a wrong class,
 or for regression the largest squared error), so a larger step budget never makes the model look
-more robust, and δ_0 = 0 makes the result never better than the clean one. Cost per batch: the clean
-forward, K forward-backward passes (each also scores its iterate) and one forward for δ_K.
+more robust, and δ_0 = 0 makes the result never better than the clean one. Cost per batch: K
+forward-backward passes (the first is the clean forward, δ_0 = 0; each scores its iterate) and one
+forward for δ_K.
 """
 
 from __future__ import annotations
@@ -54,17 +55,18 @@ class PGDAttack(Attack):
         c, space = self.cfg, get_space(self.cfg.attack_space)
         loss_fn, labels = TASK_LOSSES.get(task.loss), batch["labels"]
         with frozen_weights(model), torch.enable_grad():
-            embeds, clean, scale = space.clean_forward(model, model, batch, task.name)
+            # δ_0 = 0: the clean forward is the first iterate, differentiable in its leaf `embeds`.
+            embeds, out, scale = space.clean_forward(model, model, batch, task.name, leaf=True)
             x, mask = embeds.detach(), token_mask(batch, embeds)  # (B, T, H), (B, T, 1)
-            worst, worst_score = clean.detach(), _badness(clean.detach(), labels)
-            delta = torch.zeros_like(x)
+            worst, worst_score = out.detach(), _badness(out.detach(), labels)
+            delta, wrt = torch.zeros_like(x), embeds  # ∇ at δ_0 is ∇ with respect to the clean leaf
             steps = c.attack_steps if c.attack_eps > 0 else 0
             for k in range(steps):
-                delta.requires_grad_(True)
-                out = space.forward(model, batch, task.name, x + delta, scale)  # at δ_k
-                if k > 0:  # δ_0 = 0 is the clean output, already in `worst`
+                if k > 0:
+                    wrt = delta.requires_grad_(True)
+                    out = space.forward(model, batch, task.name, x + delta, scale)  # at δ_k
                     worst, worst_score = _keep_worse(worst, worst_score, out.detach(), labels)
-                (grad,) = torch.autograd.grad(loss_fn(out, labels), [delta])
+                (grad,) = torch.autograd.grad(loss_fn(out, labels), [wrt])
                 step = step_size(c) * ascent_direction(grad, c.attack_norm, c.attack_norm_level) * mask
                 delta = project(delta.detach() + step, c.attack_eps, c.attack_norm, c.attack_norm_level)
             if steps:
