@@ -48,8 +48,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "attack_cost.json"))
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # ratios are only comparable at the same thread count
     task = load_task_defs(REPO / "task_defs" / "glue.yml")["mrpc"]
     encoder, tokenizer = load_encoder(args.init_checkpoint)
     torch.manual_seed(0)
