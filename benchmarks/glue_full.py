@@ -197,7 +197,7 @@ def backfill_robust(args: argparse.Namespace, data_dir: Path) -> None:
     """Add robust scores to every record of --tasks and --seeds without them whose best checkpoint
     was kept (--keep_best), seed by seed."""
     tasks, seeds = set(args.tasks.split(",")), {int(s) for s in args.seeds.split(",")}
-    files = sorted(Path(args.out).glob(f"*{TAG}{extra_tag(args.extra.split())}.json"))
+    files = sorted(Path(args.out).glob(f"*{args.tag}.json"))
     for record, out_file in sorted(((json.loads(f.read_text()), f) for f in files), key=lambda r: r[0]["seed"]):
         checkpoint = Path(args.keep_best) / record["id"]
         wanted = set(record["tasks"]) <= tasks and record["seed"] in seeds
@@ -215,11 +215,12 @@ def robust_summary(record: dict) -> str:
     return " ".join(f"{name} {_primary(r, record['tasks'])}" for name, r in record["robust"].items())
 
 
-def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str, extra: list[str]) -> list[str]:
+def train_command(job: dict, data_dir: Path, run_dir: str, init_checkpoint: str, more: list[str] = ()) -> list[str]:
+    """The job's train.py command: the protocol, the config's flags, the job's `extra` flags, then `more`."""
     cmd = [sys.executable, str(REPO / "train.py"), "--tasks", ",".join(job["tasks"]), "--data_dir", str(data_dir)]
     cmd += ["--output_dir", run_dir, "--seed", str(job["seed"]), "--init_checkpoint", init_checkpoint]
     cmd += ["--cache_dir", f"{run_dir}/tok", "--log_steps", "20", *PROTOCOL]
-    return cmd + config_flags(job["config"], CONFIGS) + extra
+    return cmd + config_flags(job["config"], CONFIGS) + job.get("extra", []) + list(more)
 
 
 def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
@@ -229,7 +230,7 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
     if out_file.exists() or not _claim(Path(args.work_dir) / "glue_full_claims" / job["id"]):
         return
     with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
-        cmd = train_command(job, data_dir, run_dir, args.init_checkpoint, args.extra.split())
+        cmd = train_command(job, data_dir, run_dir, args.init_checkpoint)
         env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
         start, version = time.time(), code_version()  # the code as the run starts
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
@@ -262,7 +263,7 @@ def print_plan(todo: list[dict], args: argparse.Namespace, data_dir: Path) -> No
     """The runs without a record, one line each with the train.py flags a run would get."""
     left = [job for job in todo if not (Path(args.out) / f"{job['id']}.json").exists()]
     for job in left:
-        flags = train_command(job, data_dir, "RUN_DIR", args.init_checkpoint, args.extra.split())
+        flags = train_command(job, data_dir, "RUN_DIR", args.init_checkpoint)
         print(f"{job['id']}: {' '.join(flags[flags.index('--tasks') :])}")
     print(f"{len(left)} of {len(todo)} runs to do")
 
@@ -343,6 +344,7 @@ def main() -> None:
     p.add_argument("--paired", default="", help="per-seed differences, e.g. plain:smart,plain:rdrop")
     args = p.parse_args()
     args.out = args.out or str(REPO / "benchmarks" / "results" / ("glue_full_extra" if args.extra else "glue_full"))
+    args.tag = TAG + extra_tag(args.extra.split())  # the budget of every record this call reads or writes
     args.deadline = time.time() + args.stop_after if args.stop_after else 0.0
     if args.robust_backfill:
         if not args.keep_best:
@@ -359,11 +361,10 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda j: run_one(j, args, data_dir), todo))
     only = args.only.split(",") if args.only else None
-    tag = TAG + extra_tag(args.extra.split())
-    print(table(Path(args.out), tag, only))
+    print(table(Path(args.out), args.tag, only))
     if args.paired:
         pairs = [tuple(pair.split(":", 1)) for pair in args.paired.split(",")]
-        print("\n" + paired_table(Path(args.out), tag, pairs))
+        print("\n" + paired_table(Path(args.out), args.tag, pairs))
 
 
 if __name__ == "__main__":

