@@ -61,8 +61,22 @@ def run_train(argv: list[str] | None = None) -> int:
             build_trainer(cfg).train()
         except KeyboardInterrupt:  # a Ctrl-C during start-up, or a second one during training
             raise StoppedAtOnce(describe_on_disk(cfg.train.output_dir)) from None
+        finally:
+            close_distributed()
 
     return guarded(go)
+
+
+def close_distributed() -> None:
+    """Under torchrun, close the process group before the interpreter exits.
+
+    Left open, gloo's worker threads can outlive interpreter shutdown, and the process then dies with
+    'terminate called without an active exception' (SIGABRT) after its work is done.
+    """
+    import torch.distributed as dist  # light-import: torch, only when a command ran
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def build_predict_parser() -> argparse.ArgumentParser:

@@ -259,6 +259,7 @@ after = T.weights(model)
 if trainer.args.process_index == 0:
     assert trainer.args.world_size == 2, trainer.args.world_size
     torch.save(torch.cat([(after[k] - before[k]).flatten() for k in before]), out / "update.pt")
+torch.distributed.destroy_process_group()  # left open, gloo's threads can abort the exit (SIGABRT)
 """
 
 
