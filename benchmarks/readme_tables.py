@@ -16,6 +16,8 @@ Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its t
                            full-scores   every mode, config and task: each metric, GLUE score, wall time
                            full-paired   every mode, task and config: per-seed differences against plain
                            full-robust   every config, task and attack: attacked metrics, success rate
+                           last-epoch    single-task runs: per config and task, how many runs scored best
+                                         after their last epoch (the dev score still rising when training stopped)
 
 A task's robust score is its GLUE score computed from the dev metrics under the attack.
 
@@ -349,6 +351,29 @@ def full_paired_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ended_rising(rec: dict) -> bool | None:
+    """Whether the run's best checkpoint is its last step: the last epoch's dev score beat every earlier
+    epoch's (a tie keeps the earlier checkpoint). None for a record without the steps."""
+    result = rec.get("result", {})
+    best, last = result.get("best", {}).get("step"), result.get("run", {}).get("steps")
+    return None if best is None or last is None else best == last
+
+
+def last_epoch_table(records: list[dict]) -> str:
+    """Single-task runs: per config and task, 'k of n': k runs scored best after their last epoch."""
+    single = [r for r in records if r["mode"] == "single" and ended_rising(r) is not None]
+    lines = ["| config | " + " | ".join(TITLE[t] for t in TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for config in configs_of(single):
+        cells = []
+        for task in TASKS:
+            runs = [ended_rising(r) for r in single if r["config"] == config and task in r["tasks"]]
+            cells.append(f"{sum(runs)} of {len(runs)}" if runs else EMPTY)
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    if len(lines) == 2:
+        lines.append("| no records yet |" + f" {EMPTY} |" * len(TASKS))
+    return "\n".join(lines)
+
+
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
     "README.md": {"headline": headline_table, "robust": robust_summary_table},
@@ -357,6 +382,7 @@ BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
         "full-scores": full_scores_table,
         "full-paired": full_paired_table,
         "full-robust": full_robust_table,
+        "last-epoch": last_epoch_table,
     },
 }
 

@@ -246,3 +246,16 @@ def test_a_config_that_only_pins_its_methods_defaults_is_labelled_with_what_a_us
     assert rt.row_label("fgm_emb_eps0.003") == "fgm_emb_eps0.003 (= `--adv fgm`)"
     for other in ["pgd_emb_eps0.01", "awp_lr5e-3", "smart_emb_eps0.1", "plain", "smart", "sift"]:
         assert rt.typed_equivalent(other) is None, other  # a changed setting, or already what a user types
+
+
+def test_last_epoch_table_counts_runs_whose_best_checkpoint_is_their_last_step():
+    def ran(config: str, seed: int, best_step: int) -> dict:
+        rec = full(config, seed, "rte", 60.0)
+        rec["result"] |= {"best": {"step": best_step}, "run": {"steps": 468}}
+        return rec
+
+    records = [ran("plain", 1, 468), ran("plain", 2, 312), ran("smart", 1, 468), full("smart", 2, "rte", 60.0)]
+    body = rows(rt.last_epoch_table(records))
+    assert body["plain"] == ["1 of 2", "—", "—", "—"]
+    assert body["smart"] == ["1 of 1", "—", "—", "—"]  # a record without its steps is left out
+    assert rows(rt.last_epoch_table([]))["no records yet"] == ["—"] * 4
