@@ -119,6 +119,8 @@ def print_summary(
     print(format_results_table(state.best_results))
     for warning in constant_prediction_warnings(state.best_results, strength_by_task):
         print(warning)
+    if note := still_rising_note(best["step"], run["steps"], run["epochs_completed"]):
+        print(note)
     if state.best_robust_results:
         print("under attack (--eval_attack), at the best checkpoint:")
         print(format_results_table(flatten_robust(state.best_robust_results)))
@@ -150,6 +152,20 @@ def constant_prediction_warnings(
         for split, ms in splits.items()
         if ms.get(TOP_CLASS_SHARE, 0.0) >= 100.0
     ]
+
+
+def still_rising_note(best_step: int, last_step: int, epochs_completed: int) -> str:
+    """A line when the best checkpoint is the last step of a run of two or more epochs.
+
+    Ties keep the earlier checkpoint, so a best at the last step means the last evaluation beat every
+    earlier one: the dev score was still rising when training stopped, and a longer run may score
+    higher (and a regularizer that slows the fit will look worse than it would at convergence)."""
+    if epochs_completed < 2 or best_step != last_step:
+        return ""
+    return (
+        f"note: the best dev score came at the last step ({last_step}), above every earlier evaluation: "
+        "it was still rising when training stopped, so more --epochs may score higher"
+    )
 
 
 def flatten_robust(robust: RobustResults) -> Results:

@@ -16,7 +16,7 @@ from mtadv.data_utils.metrics import METRICS, compute_metrics
 from mtadv.evaluate import Predictions, split_metrics
 from mtadv.losses import DIVERGENCES, TASK_LOSSES
 from mtadv.taskdef import load_task_defs
-from mtadv.tracking import constant_prediction_warnings
+from mtadv.tracking import constant_prediction_warnings, still_rising_note
 
 # Every registered metric needs a reference here: (kind of data, reference in the same units).
 REFERENCES = {
@@ -195,3 +195,9 @@ def test_the_warning_names_each_methods_own_strength_settings():
     settings = AdvConfig()
     for name in ADV_METHODS.names():  # every method names what weakens it, by settings that exist
         assert cls(name).strength and all(hasattr(settings, s) for s in cls(name).strength), name
+
+
+def test_the_summary_notes_a_dev_score_still_rising_at_the_last_step_of_a_multi_epoch_run():
+    assert "more --epochs" in still_rising_note(best_step=468, last_step=468, epochs_completed=3)
+    assert still_rising_note(best_step=312, last_step=468, epochs_completed=3) == ""  # peaked earlier
+    assert still_rising_note(best_step=156, last_step=156, epochs_completed=1) == ""  # one evaluation proves nothing
