@@ -16,7 +16,7 @@
 # set, come back as $OUT/glue_full_records.tgz (untar it at the repo root). Stages:
 #   calibrate  RTE and MRPC, seeds 1-2: plain, SMART's embedding-space radii, R-Drop's α, SiFT's step η,
 #              every other registered method at its defaults, then FGM's and PGD's embedding-space radii
-#   confirm    all four tasks, seeds 1-5: plain, --smart and $CONFIRM (default: rdrop,sift)
+#   confirm    all four tasks, seeds 1-5: plain, --smart and $CONFIRM (default: rdrop_a1,sift, the names the CPU records use)
 #   multi      the four tasks in one run, seeds 1-3: plain and --smart
 #   long       off the protocol (results/glue_full_extra/): all four tasks, seeds 1-3, 10 epochs instead
 #              of 3, so that plain's dev score stops rising: plain, --smart and $CONFIRM. At 3 epochs plain is
@@ -96,9 +96,9 @@ run() {
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "rdrop_a0.3,rdrop_a1,rdrop_a3,sift_lr0.03,sift_lr0.1,sift_lr0.3,sift_code,sift_null,$methods"
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "smart_emb_eps0.03_ls0.3,smart_emb_eps0.03_ls3,bregman_mu0.1,bregman_mu0.3,bregman_mu3,freelb_step0.01,freelb_step0.03"
         glue_full --tasks rte,mrpc --seeds 1,2 --configs "fgm_emb_eps0.003,fgm_emb_eps0.01,fgm_emb_eps0.03,fgm_emb_eps0.1,pgd_emb_eps0.003,pgd_emb_eps0.01,pgd_emb_eps0.03,pgd_emb_eps0.1,freeat_emb_eps0.003,freeat_emb_eps0.01" ;;
-    confirm) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3,4,5 --configs "plain,smart,${CONFIRM:-rdrop,sift}" ;;
+    confirm) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3,4,5 --configs "plain,smart,${CONFIRM:-rdrop_a1,sift}" ;;
     multi) glue_full --modes multi --seeds 1,2,3 --configs plain,smart ;;
-    long) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3 --configs "plain,smart,${CONFIRM:-rdrop,sift}" --extra=--epochs=10 ;;
+    long) glue_full --tasks rte,mrpc,cola,stsb --seeds 1,2,3 --configs "plain,smart,${CONFIRM:-rdrop_a1,sift}" --extra=--epochs=10 ;;
     *) echo "unknown stage $stage: calibrate, confirm, multi or long" >&2; exit 2 ;;
     esac
     if [ -n "${OUT:-}" ]; then
