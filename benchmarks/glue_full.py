@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from glue_small import _claim, _primary, _train_means, config_flags, paired_table, prepare_data, table
+from readme_tables import glue_score
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOCOL = ["--epochs", "3", "--batch_size", "16", "--max_seq_len", "128", "--precision", "fp32"]
@@ -251,7 +252,22 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
             shutil.copytree(Path(run_dir) / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
     write_record(record, out_file)
     robust = f"; {robust_summary(record)}" if "robust" in record else ""
-    print(f"done {job['id']}: {_primary(res, job['tasks'])}{robust} ({wall}s)", flush=True)
+    print(f"done {job['id']}: {glue_line(record, Path(args.out))}{robust} ({wall}s)", flush=True)
+
+
+def glue_line(record: dict, out_dir: Path) -> str:
+    """'mrpc 82.2 (plain 84.4, -2.2)': each task's GLUE score, the number the README's tables read, and
+    its difference against plain's record with the same mode, seed and budget where one exists."""
+    plain_id = record["id"].replace(f"-{record['config']}-s", "-plain-s", 1)
+    plain_file = out_dir / f"{plain_id}.json"
+    plain = json.loads(plain_file.read_text()) if plain_file.exists() and record["config"] != "plain" else None
+    parts = []
+    for task in record["tasks"]:
+        score = glue_score(record, task)
+        base = glue_score(plain, task) if plain else None
+        paired = f" (plain {base:.1f}, {score - base:+.1f})" if base is not None else ""
+        parts.append(f"{task} {score:.1f}{paired}")
+    return ", ".join(parts)
 
 
 def _rounded(rows: list[dict]) -> list[dict]:

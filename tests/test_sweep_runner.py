@@ -1,5 +1,6 @@
 """The full-data runner's bookkeeping: which runs exist, in which order, and who runs each one."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,16 @@ def test_fit_vs_robustness_reads_each_checkpoints_epoch_loss_and_scores():
     assert points[1]["clean"] == {"accuracy": 80.0, "f1": 86.0} and points[1]["robust"]["pgd"]["f1"] == 50.0
     table = fvr.table({"id": "x", "tasks": ["mrpc"], "epochs": points})
     assert "| 2 | 0.300 | 83.0 | 45.0 |" in table
+
+
+def test_a_runs_end_line_gives_the_glue_score_and_the_difference_against_plains_seed(tmp_path):
+    def record(config: str, f1: float) -> dict:
+        rec = {"id": f"single-mrpc-{config}-s2_full", "mode": "single", "tasks": ["mrpc"], "config": config}
+        return rec | {"seed": 2, "result": {"results": {"mrpc": {"dev": {"accuracy": 80.0, "f1": f1}}}}}
+
+    smart = record("smart", 84.0)
+    assert glue_full.glue_line(smart, tmp_path) == "mrpc 82.0"  # no plain record yet: the score alone
+    (tmp_path / "single-mrpc-plain-s2_full.json").write_text(json.dumps(record("plain", 86.0)))
+    # the GLUE score (mean of accuracy and F1), not the primary metric (accuracy 80.0)
+    assert glue_full.glue_line(smart, tmp_path) == "mrpc 82.0 (plain 83.0, -1.0)"
+    assert glue_full.glue_line(record("plain", 86.0), tmp_path) == "mrpc 83.0"
