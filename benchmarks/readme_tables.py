@@ -374,6 +374,36 @@ def last_epoch_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plain_peaked_table(records: list[dict]) -> str:
+    """Single-task runs: per config, its paired differences against plain (same task and seed), pooled
+    over tasks and split by whether plain's run had already peaked (its best checkpoint before its last
+    step) or was still rising when it stopped: does a method do better where plain has stopped rising?"""
+    single = [r for r in records if r["mode"] == "single" and ended_rising(r) is not None]
+    plain = {(r["tasks"][0], r["seed"]): r for r in single if r["config"] == BASE}
+    lines = ["| config | Δ where plain had peaked | Δ where plain was still rising |", "|---|---|---|"]
+    for config in configs_of(single):
+        if config == BASE:
+            continue
+        split: dict[bool, list[float]] = {True: [], False: []}
+        for rec in (r for r in single if r["config"] == config):
+            base = plain.get((rec["tasks"][0], rec["seed"]))
+            score = glue_score(rec, rec["tasks"][0]) if base and rec["tasks"][0] in GLUE_SCORE else None
+            if score is not None and glue_score(base, rec["tasks"][0]) is not None:
+                split[ended_rising(base)].append(score - glue_score(base, rec["tasks"][0]))
+        if split[True] or split[False]:
+            lines.append(f"| {config} | {signed_mean_sd(split[False])} | {signed_mean_sd(split[True])} |")
+    if len(lines) == 2:
+        lines.append(f"| no records yet | {EMPTY} | {EMPTY} |")
+    return "\n".join(lines)
+
+
+def signed_mean_sd(values: list[float]) -> str:
+    """'+0.4 ± 1.2 (n=3)', '-0.6 (n=1)' or '—': differences, so always signed."""
+    if len(values) < 2:
+        return f"{values[0]:+.1f} (n=1)" if values else EMPTY
+    return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
     "README.md": {"headline": headline_table, "robust": robust_summary_table},
@@ -383,6 +413,7 @@ BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
         "full-paired": full_paired_table,
         "full-robust": full_robust_table,
         "last-epoch": last_epoch_table,
+        "plain-peaked": plain_peaked_table,
     },
 }
 

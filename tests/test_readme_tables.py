@@ -259,3 +259,19 @@ def test_last_epoch_table_counts_runs_whose_best_checkpoint_is_their_last_step()
     assert body["plain"] == ["1 of 2", "—", "—", "—"]
     assert body["smart"] == ["1 of 1", "—", "—", "—"]  # a record without its steps is left out
     assert rows(rt.last_epoch_table([]))["no records yet"] == ["—"] * 4
+
+
+def test_plain_peaked_table_splits_each_configs_differences_by_whether_plains_seed_had_peaked():
+    def ran(config: str, seed: int, score: float, best_step: int) -> dict:
+        rec = full(config, seed, "rte", score)
+        rec["result"] |= {"best": {"step": best_step}, "run": {"steps": 468}}
+        return rec
+
+    records = [ran("plain", 1, 60.0, 468), ran("plain", 2, 62.0, 312), ran("plain", 3, 61.0, 468)]
+    # smart's own best step does not matter, only plain's on the same seed; seed 4 has no plain partner
+    records += [ran("smart", 1, 59.0, 312), ran("smart", 2, 63.0, 468), ran("smart", 3, 58.0, 468)]
+    records += [ran("smart", 4, 70.0, 468)]
+    body = rows(rt.plain_peaked_table(records))
+    assert body["smart"] == ["+1.0 (n=1)", "-2.0 ± 1.4 (n=2)"]
+    assert "plain" not in body
+    assert rows(rt.plain_peaked_table([]))["no records yet"] == ["—", "—"]
