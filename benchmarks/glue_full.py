@@ -14,7 +14,9 @@ Each run is one `python train.py` and writes `benchmarks/results/glue_full/<id>.
 results.json), `wall_s`, `train_stats` (each train scalar's mean over the run) and `history` (the
 run's history.jsonl rows: the train scalars every 20 steps and the dev metrics after each epoch, to
 read how a run got where it ended). A run whose record exists is skipped, so the sweep
-resumes and records accumulate; two sweeps side by side never take the same run.
+resumes and records accumulate; two sweeps side by side never take the same run. A killed or failed
+run keeps its folder, `<work_dir>/glue_full_runs/<id>/`, and the next call resumes it from its newest
+checkpoint (each epoch's end, or every `--save_steps` steps); `wall_s` sums every call's time.
 
 Robustness (docs/robustness.md): after training, the best checkpoint is scored on the dev split under
 each attack of `ROBUST_ATTACKS`, one fixed setting for every task, with `predict.py --attack`. The
@@ -230,29 +232,74 @@ def run_one(job: dict, args: argparse.Namespace, data_dir: Path) -> None:
         return  # past --stop_after: start nothing new, so the call ends inside its time limit
     if out_file.exists() or not _claim(Path(args.work_dir) / "glue_full_claims" / job["id"]):
         return
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as run_dir:
-        cmd = train_command(job, data_dir, run_dir, args.init_checkpoint)
-        env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
-        start, version = time.time(), code_version()  # the code as the run starts
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            print(f"FAILED {job['id']}:\n{proc.stderr[-3000:]}", flush=True)
-            return
-        wall = round(time.time() - start, 1)
-        res = json.loads((Path(run_dir) / "results.json").read_text())
-        rows = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines() if line.strip()]
-        record = {**job, "flags": cmd[cmd.index("--tasks") :], "wall_s": wall, "result": res}
-        record["train_stats"], record["history"] = _train_means(rows), _rounded(rows)
-        record["commit"], record["machine"] = version, machine()
-        # machine paths out of the record: the data folder and the run's temporary folder by name
-        record["flags"] = [f.replace(run_dir, "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
-        if args.robust:
-            add_robust(record, Path(run_dir) / "best", data_dir, args)
-        if args.keep_best:  # the best checkpoint, for later evaluations
-            shutil.copytree(Path(run_dir) / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
+    # A run's folder is named by its id and kept until its record is written: a run that was killed or
+    # failed resumes from its newest checkpoint on the next call (train.py resumes bit-identically on CPU).
+    run_dir = Path(args.work_dir) / "glue_full_runs" / job["id"]
+    more = ["--save_steps", str(args.save_steps)] if args.save_steps else []  # operational: not in the record
+    cmd = train_command(job, data_dir, str(run_dir), args.init_checkpoint, more)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads)}
+    clock = RunClock(run_dir)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    clock.stop()
+    if proc.returncode != 0:
+        print(f"FAILED {job['id']} (kept {run_dir}: the next call resumes it; delete it to start over):", flush=True)
+        print(proc.stderr[-3000:], flush=True)
+        return
+    res = json.loads((run_dir / "results.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    record = {**job, "flags": cmd[cmd.index("--tasks") : len(cmd) - len(more)], "wall_s": clock.total(), "result": res}
+    record["train_stats"], record["history"] = _train_means(rows), _rounded(rows)
+    record["commit"], record["machine"] = clock.commit(), machine()
+    # machine paths out of the record: the data folder and the run's folder by name
+    record["flags"] = [f.replace(str(run_dir), "RUN_DIR").replace(str(data_dir), "GLUE_DIR") for f in record["flags"]]
+    if args.robust:
+        add_robust(record, run_dir / "best", data_dir, args)
+    if args.keep_best:  # the best checkpoint, for later evaluations
+        shutil.copytree(run_dir / "best", Path(args.keep_best) / job["id"], dirs_exist_ok=True)
     write_record(record, out_file)
+    shutil.rmtree(run_dir)
+    clock.forget()
     robust = f"; {robust_summary(record)}" if "robust" in record else ""
-    print(f"done {job['id']}: {glue_line(record, Path(args.out))}{robust} ({wall}s)", flush=True)
+    print(f"done {job['id']}: {glue_line(record, Path(args.out))}{robust} ({record['wall_s']}s)", flush=True)
+
+
+class RunClock:
+    """A run's wall time over every call that worked on it, kept beside its folder as
+    `<id>.clock.json`: the seconds of finished calls, and the start of the one under way. A call that
+    was killed never stopped its clock; the next call counts it up to the run folder's last write.
+    It also keeps the commit the run started from, the code its record names."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir.parent / f"{run_dir.name}.clock.json"
+        self.run_dir = run_dir
+        state = json.loads(self.path.read_text()) if self.path.exists() else {"seconds": 0.0}
+        if "started" in state:  # an earlier call was killed: count it up to its last write
+            state["seconds"] += max(0.0, self._last_write() - state["started"])
+        state["started"] = time.time()
+        state.setdefault("commit", code_version())  # the code as the run first started
+        self.state = state
+        self._save()
+
+    def _last_write(self) -> float:
+        files = [f for f in self.run_dir.rglob("*") if f.is_file()] if self.run_dir.exists() else []
+        return max((f.stat().st_mtime for f in files), default=0.0)
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.state))
+
+    def stop(self) -> None:
+        self.state["seconds"] += time.time() - self.state.pop("started")
+        self._save()
+
+    def total(self) -> float:
+        return round(self.state["seconds"], 1)
+
+    def commit(self) -> str:
+        return self.state["commit"]
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def glue_line(record: dict, out_dir: Path) -> str:
@@ -344,6 +391,8 @@ def main() -> None:
     p.add_argument("--keep_best", default="", help="copy each run's best/ checkpoint to DIR/<id>/")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--save_steps", type=int, default=0,
+                   help="checkpoint every N steps, so a killed run resumes closer to where it stopped (0: each epoch)")  # fmt: skip
     p.add_argument(
         "--extra",
         default="",

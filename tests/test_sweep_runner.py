@@ -1,8 +1,11 @@
 """The full-data runner's bookkeeping: which runs exist, in which order, and who runs each one."""
 
+import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,52 @@ def test_a_runs_end_line_gives_the_glue_score_and_the_difference_against_plains_
     # the GLUE score (mean of accuracy and F1), not the primary metric (accuracy 80.0)
     assert glue_full.glue_line(smart, tmp_path) == "mrpc 82.0 (plain 83.0, -1.0)"
     assert glue_full.glue_line(record("plain", 86.0), tmp_path) == "mrpc 83.0"
+
+
+FAKE_TRAIN = """
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--output_dir") + 1])
+out.mkdir(parents=True, exist_ok=True)
+if not (out / "checkpoint-1").exists():  # the first call: one checkpoint, then killed
+    (out / "checkpoint-1").mkdir()
+    sys.exit(1)
+(out / "results.json").write_text(json.dumps({"results": {"mrpc": {"dev": {"accuracy": 80.0, "f1": 86.0}}}}))
+(out / "history.jsonl").write_text(json.dumps({"step": 2, "kind": "train", "train/mrpc/loss": 0.5}) + "\\n")
+"""
+
+
+def test_a_failed_run_keeps_its_folder_and_the_next_call_resumes_it_into_one_record(tmp_path, monkeypatch, capsys):
+    def fake_command(job, data_dir, run_dir, init_checkpoint, more=()):
+        return [sys.executable, "-c", FAKE_TRAIN, "--tasks", "mrpc", "--output_dir", run_dir, *more]
+
+    monkeypatch.setattr(glue_full, "train_command", fake_command)
+    args = argparse.Namespace(out=str(tmp_path / "out"), deadline=0.0, work_dir=str(tmp_path / "work"),
+                              save_steps=50, threads=1, init_checkpoint="m", robust=False, keep_best="")  # fmt: skip
+    job = glue_full.jobs(["mrpc"], ["plain"], [1], ["single"])[0]
+    run_dir = tmp_path / "work" / "glue_full_runs" / job["id"]
+
+    glue_full.run_one(job, args, tmp_path / "glue")
+    assert "FAILED" in capsys.readouterr().out and (run_dir / "checkpoint-1").is_dir()  # kept to resume
+    assert not (tmp_path / "out").exists()
+
+    glue_full.run_one(job, args, tmp_path / "glue")
+    record = json.loads((tmp_path / "out" / f"{job['id']}.json").read_text())
+    assert record["flags"] == ["--tasks", "mrpc", "--output_dir", "RUN_DIR"]  # --save_steps is operational
+    assert record["wall_s"] > 0 and record["history"][0]["step"] == 2
+    assert not run_dir.exists() and not list((tmp_path / "work" / "glue_full_runs").iterdir())
+
+
+def test_a_killed_calls_time_counts_up_to_its_runs_last_write(tmp_path):
+    run_dir = tmp_path / "runs" / "single-mrpc-plain-s1_full"
+    run_dir.mkdir(parents=True)
+    (run_dir / "history.jsonl").write_text("{}")
+    now = time.time()
+    os.utime(run_dir / "history.jsonl", (now - 100, now - 100))
+    # a call that started 400 s ago and was killed: its last write was 100 s ago
+    clock_file = run_dir.parent / f"{run_dir.name}.clock.json"
+    clock_file.write_text(json.dumps({"seconds": 50.0, "started": now - 400, "commit": "abc"}))
+    clock = glue_full.RunClock(run_dir)
+    assert 349 < clock.total() < 351 and clock.commit() == "abc"  # 50 + 300, the commit it first ran
+    clock.stop()
+    assert clock.total() >= 350 and "started" not in json.loads(clock_file.read_text())
