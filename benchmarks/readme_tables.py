@@ -176,16 +176,25 @@ def row_label(config: str) -> str:
     return f"{config} (= `{typed}`)" if typed else config
 
 
+def user_facing(config: str) -> bool:
+    """Whether a user gets this config by typing train.py alone, `--smart` or `--adv NAME`: the README's
+    rows. The calibration cells (each method at other strengths) are benchmarks/README.md's."""
+    from mtadv.adversarial import ADV_METHODS
+
+    return config in (BASE, "smart") or config in ADV_METHODS or typed_equivalent(config) is not None
+
+
 def headline_table(records: list[dict]) -> str:
-    """The README's table: single-task runs, one row per config, the GLUE score of each task."""
-    single = [r for r in records if r["mode"] == "single"]
+    """The README's table: single-task runs of the configs a user types, one row per config, the GLUE
+    score of each task; the line under it names every config with records."""
+    single = [r for r in records if r["mode"] == "single" and user_facing(r["config"])]
     sc = scores(single)
     head = [TITLE[t] for t in TASKS]
     lines = ["| config | " + " | ".join(head) + " | mean of 4 | wall per run |", "|---|" + "---|" * (len(TASKS) + 2)]
     for config in configs_of(single) or [BASE]:
         cells = " | ".join(single_task_cells(sc, config))
         lines.append(f"| {row_label(config)} | {cells} | {wall_text(single, 'single', config)} |")
-    return "\n".join(lines) + "\n\n" + records_line(records)
+    return "\n".join(lines)
 
 
 def attacks_of(records: list[dict]) -> list[str]:
@@ -227,9 +236,10 @@ def robust_summary_cell(by_attack: dict[str, Scores], config: str, task: str) ->
 
 
 def robust_summary_table(records: list[dict]) -> str:
-    """The README's robustness table: single-task runs, one row per config, per task the clean score
-    and the score under each attack (plain), or their mean paired differences against plain."""
-    single = [r for r in records if r["mode"] == "single"]
+    """The README's robustness table: single-task runs of the configs a user types, one row per config,
+    per task the clean score and the score under each attack (plain), or their mean paired
+    differences against plain."""
+    single = [r for r in records if r["mode"] == "single" and user_facing(r["config"])]
     attacks = attacks_of(single)
     if not attacks:
         return "No record holds robust scores yet."
@@ -287,22 +297,6 @@ def full_robust_table(records: list[dict]) -> str:
     if len(lines) == 2:
         lines.append(f"| {EMPTY} | {EMPTY} | {EMPTY} | {EMPTY} | no robust scores yet | {EMPTY} |")
     return "\n".join(lines)
-
-
-def records_line(records: list[dict]) -> str:
-    """One sentence saying which configs have records, and for which tasks and how many seeds."""
-    if not records:
-        return "Configs with records: none yet."
-    parts = []
-    for mode in modes_of(records):
-        for config in configs_of(records, mode):
-            recs = [r for r in records if r["mode"] == mode and r["config"] == config]
-            groups: dict[str, int] = {}
-            for r in recs:
-                groups["+".join(r["tasks"])] = groups.get("+".join(r["tasks"]), 0) + 1
-            seeds = ", ".join(f"{g} ×{n}" for g, n in sorted(groups.items()))
-            parts.append(f"{config} ({mode}: {seeds})")
-    return "Configs with records (task: seeds): " + "; ".join(parts) + "."
 
 
 def full_scores_table(records: list[dict]) -> str:

@@ -74,9 +74,13 @@ def rows(table: str) -> dict[str, list[str]]:
 
 
 def test_headline_without_records_shows_plain_with_dashes():
-    table = rt.headline_table([])
-    assert rows(table)["plain"] == ["—"] * 6
-    assert table.endswith("Configs with records: none yet.")
+    assert rows(rt.headline_table([]))["plain"] == ["—"] * 6
+
+
+def test_the_readme_shows_what_a_user_types_and_leaves_calibration_cells_to_the_benchmarks():
+    recs = [full(c, 1, "rte", 60.0) for c in ("plain", "smart", "vat", "pgd_emb_eps0.003", "pgd_emb_eps0.03")]
+    assert list(rows(rt.headline_table(recs))) == ["plain", "pgd_emb_eps0.003 (= `--adv pgd`)", "smart", "vat"]
+    assert "pgd_emb_eps0.03" in rt.full_scores_table(recs)
 
 
 def test_headline_one_record_per_cell():
@@ -116,12 +120,6 @@ def test_headline_paired_difference_mean_of_four_and_glue_scores():
 def test_equal_differences_have_no_p_value():
     recs = [full(c, s, "cola", 30.0 + s + (1.0 if c == "vat" else 0.0)) for c in ("plain", "vat") for s in (1, 2)]
     assert rows(rt.headline_table(recs))["vat"][2].endswith("Δ +1.0 ± 0.0, p = — (n=2)")
-
-
-def test_records_line_names_configs_tasks_and_seed_counts():
-    recs = [full("plain", s, "rte", 60.0) for s in (1, 2)] + [full("smart", 1, "mrpc", 80.0)]
-    line = rt.records_line(recs)
-    assert line == "Configs with records (task: seeds): plain (single: rte ×2); smart (single: mrpc ×1)."
 
 
 def test_full_tables_cover_modes_metrics_and_pairs():
