@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from glue_small import _claim, _primary, _train_means, config_flags, paired_table, prepare_data, table
-from readme_tables import glue_score
+from readme_tables import GLUE_SCORE, glue_score
 
 REPO = Path(__file__).resolve().parent.parent
 PROTOCOL = ["--epochs", "3", "--batch_size", "16", "--max_seq_len", "128", "--precision", "fp32"]
@@ -310,8 +310,11 @@ def glue_line(record: dict, out_dir: Path) -> str:
     plain = json.loads(plain_file.read_text()) if plain_file.exists() and record["config"] != "plain" else None
     parts = []
     for task in record["tasks"]:
-        score = glue_score(record, task)
-        base = glue_score(plain, task) if plain else None
+        score = glue_score(record, task) if task in GLUE_SCORE else None
+        base = glue_score(plain, task) if plain and score is not None else None
+        if score is None:  # a task without a GLUE score here (SST-2), or without its metrics
+            parts.append(f"{task} {_primary(record['result'], [task]).get(task)}")
+            continue
         paired = f" (plain {base:.1f}, {score - base:+.1f})" if base is not None else ""
         parts.append(f"{task} {score:.1f}{paired}")
     return ", ".join(parts)

@@ -126,6 +126,10 @@ def test_a_runs_end_line_gives_the_glue_score_and_the_difference_against_plains_
     # the GLUE score (mean of accuracy and F1), not the primary metric (accuracy 80.0)
     assert glue_full.glue_line(smart, tmp_path) == "mrpc 82.0 (plain 83.0, -1.0)"
     assert glue_full.glue_line(record("plain", 86.0), tmp_path) == "mrpc 83.0"
+    sst = {"id": "single-sst-smart-s2_full", "config": "smart", "tasks": ["sst"]}
+    assert (
+        glue_full.glue_line(sst | {"result": {"results": {"sst": {"dev": {"accuracy": 90.0}}}}}, tmp_path) == "sst 90.0"
+    )
 
 
 FAKE_TRAIN = """
