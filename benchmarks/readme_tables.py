@@ -87,13 +87,13 @@ def modes_of(records: list[dict]) -> list[str]:
     return sorted({r["mode"] for r in records}, key=lambda m: (m != "single", m))
 
 
-def mean_sd(values: list[float]) -> str:
-    """'58.1 ± 1.2 (n=3)', '58.1 (n=1)' or '—'."""
+def mean_sd(values: list[float], sign: str = "") -> str:
+    """'58.1 ± 1.2 (n=3)', '58.1 (n=1)' or '—'; sign="+" for differences ('+0.4 ± 1.2 (n=3)')."""
     if not values:
         return EMPTY
     if len(values) == 1:
-        return f"{values[0]:.1f} (n=1)"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+        return f"{values[0]:{sign}.1f} (n=1)"
+    return f"{statistics.fmean(values):{sign}.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
 def paired(base: dict[int, float], other: dict[int, float]) -> tuple[list[int], list[float], float | None]:
@@ -186,7 +186,7 @@ def user_facing(config: str) -> bool:
 
 def headline_table(records: list[dict]) -> str:
     """The README's table: single-task runs of the configs a user types, one row per config, the GLUE
-    score of each task; the line under it names every config with records."""
+    score of each task."""
     single = [r for r in records if r["mode"] == "single" and user_facing(r["config"])]
     sc = scores(single)
     head = [TITLE[t] for t in TASKS]
@@ -373,29 +373,20 @@ def plain_peaked_table(records: list[dict]) -> str:
     over tasks and split by whether plain's run had already peaked (its best checkpoint before its last
     step) or was still rising when it stopped: does a method do better where plain has stopped rising?"""
     single = [r for r in records if r["mode"] == "single" and ended_rising(r) is not None]
-    plain = {(r["tasks"][0], r["seed"]): r for r in single if r["config"] == BASE}
+    sc = scores(single)
+    plain_rising = {(r["tasks"][0], r["seed"]): ended_rising(r) for r in single if r["config"] == BASE}
     lines = ["| config | Δ where plain had peaked | Δ where plain was still rising |", "|---|---|---|"]
     for config in configs_of(single):
-        if config == BASE:
-            continue
         split: dict[bool, list[float]] = {True: [], False: []}
-        for rec in (r for r in single if r["config"] == config):
-            base = plain.get((rec["tasks"][0], rec["seed"]))
-            score = glue_score(rec, rec["tasks"][0]) if base and rec["tasks"][0] in GLUE_SCORE else None
-            if score is not None and glue_score(base, rec["tasks"][0]) is not None:
-                split[ended_rising(base)].append(score - glue_score(base, rec["tasks"][0]))
+        for task in TASKS if config != BASE else []:
+            seeds, diffs, _ = paired(sc.get(("single", BASE, task), {}), sc.get(("single", config, task), {}))
+            for seed, diff in zip(seeds, diffs):
+                split[plain_rising[(task, seed)]].append(diff)
         if split[True] or split[False]:
-            lines.append(f"| {config} | {signed_mean_sd(split[False])} | {signed_mean_sd(split[True])} |")
+            lines.append(f"| {config} | {mean_sd(split[False], '+')} | {mean_sd(split[True], '+')} |")
     if len(lines) == 2:
         lines.append(f"| no records yet | {EMPTY} | {EMPTY} |")
     return "\n".join(lines)
-
-
-def signed_mean_sd(values: list[float]) -> str:
-    """'+0.4 ± 1.2 (n=3)', '-0.6 (n=1)' or '—': differences, so always signed."""
-    if len(values) < 2:
-        return f"{values[0]:+.1f} (n=1)" if values else EMPTY
-    return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
 # file -> block name -> table made from the records
