@@ -377,8 +377,10 @@ def plain_peaked_table(records: list[dict]) -> str:
     plain_rising = {(r["tasks"][0], r["seed"]): ended_rising(r) for r in single if r["config"] == BASE}
     lines = ["| config | Δ where plain had peaked | Δ where plain was still rising |", "|---|---|---|"]
     for config in configs_of(single):
+        if config == BASE:
+            continue
         split: dict[bool, list[float]] = {True: [], False: []}
-        for task in TASKS if config != BASE else []:
+        for task in TASKS:
             seeds, diffs, _ = paired(sc.get(("single", BASE, task), {}), sc.get(("single", config, task), {}))
             for seed, diff in zip(seeds, diffs):
                 split[plain_rising[(task, seed)]].append(diff)
