@@ -18,6 +18,9 @@ Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its t
                            full-robust   every config, task and attack: attacked metrics, success rate
                            last-epoch    single-task runs: per config and task, how many runs scored best
                                          after their last epoch (the dev score still rising when training stopped)
+                           teacher       runs with --eval_with_teacher (results/glue_full_extra/): per config
+                                         and task, the EMA teacher at the student's best step against the
+                                         student and against plain (the protocol's record, same seed)
 
 A task's robust score is its GLUE score computed from the dev metrics under the attack.
 
@@ -38,6 +41,7 @@ from glue_small import paired_pvalue
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "glue_full"
+EXTRA_RESULTS = REPO / "benchmarks" / "results" / "glue_full_extra"  # off-protocol runs (`--extra` flags)
 BASE = "plain"
 TASKS = ["rte", "mrpc", "cola", "stsb"]
 # task -> the dev metrics whose mean is the task's GLUE score
@@ -391,6 +395,38 @@ def plain_peaked_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def teacher_score(rec: dict, task: str) -> float | None:
+    """The GLUE score of the EMA teacher saved beside the student's best checkpoint (results.json's
+    "teacher", written by --eval_with_teacher), None when the record has none."""
+    dev = ((rec.get("result", {}).get("teacher") or {}).get("results") or {}).get(task, {}).get("dev", {})
+    return statistics.fmean(dev[m] for m in GLUE_SCORE[task]) if all(m in dev for m in GLUE_SCORE[task]) else None
+
+
+def teacher_table(records: list[dict]) -> str:
+    """Single-task runs with --eval_with_teacher (EXTRA_RESULTS): per config and task, the student (the
+    run's best checkpoint), its EMA teacher at that step (best/teacher/, what `predict.py --use_teacher`
+    uses), and plain's protocol record of the same seed (from `records`), as paired differences."""
+    runs = [r for r in load_records(EXTRA_RESULTS) if r["mode"] == "single" and r.get("result", {}).get("teacher")]
+    plain = scores(records)
+    lines = [
+        "| config | task | student − plain | teacher − plain | teacher − student |",
+        "|---|---|---|---|---|",
+    ]
+    for config in configs_of(runs):
+        for task in TASKS:
+            recs = [r for r in runs if r["config"] == config and task in r["tasks"]]
+            student = {r["seed"]: s for r in recs if (s := glue_score(r, task)) is not None}
+            teacher = {r["seed"]: s for r in recs if (s := teacher_score(r, task)) is not None}
+            if not teacher:
+                continue
+            base = plain.get(("single", BASE, task), {})
+            cells = [diff_text(base, student), diff_text(base, teacher), diff_text(student, teacher)]
+            lines.append(f"| {config} | {task} | " + " | ".join(c or EMPTY for c in cells) + " |")
+    if len(lines) == 2:
+        lines.append(f"| no records yet | {EMPTY} | {EMPTY} | {EMPTY} | {EMPTY} |")
+    return "\n".join(lines)
+
+
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
     "README.md": {"headline": headline_table, "robust": robust_summary_table},
@@ -401,6 +437,7 @@ BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
         "full-robust": full_robust_table,
         "last-epoch": last_epoch_table,
         "plain-peaked": plain_peaked_table,
+        "teacher": teacher_table,
     },
 }
 

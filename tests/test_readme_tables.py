@@ -273,3 +273,28 @@ def test_plain_peaked_table_splits_each_configs_differences_by_whether_plains_se
     assert body["smart"] == ["+1.0 (n=1)", "-2.0 ± 1.4 (n=2)"]
     assert "plain" not in body
     assert rows(rt.plain_peaked_table([]))["no records yet"] == ["—", "—"]
+
+
+def test_teacher_table_pairs_the_ema_teacher_against_its_student_and_plain(tmp_path, monkeypatch):
+    def with_teacher(seed: int, student: float, teacher: float) -> dict:
+        rec = full("bregman_mu0.3", seed, "cola", student)
+        rec["result"]["teacher"] = {"results": {"cola": {"dev": {"mcc": teacher}}}}
+        return rec
+
+    extra = [with_teacher(1, 30.0, 31.0), with_teacher(2, 26.0, 26.5), full("bregman_mu0.3", 3, "cola", 27.0)]
+    for rec in extra:  # seed 3 ran without --eval_with_teacher: it pairs nothing
+        (tmp_path / f"{rec['id']}.json").write_text(json.dumps(rec))
+    monkeypatch.setattr(rt, "EXTRA_RESULTS", tmp_path)
+    plain = [full("plain", 1, "cola", 29.0), full("plain", 2, "cola", 27.0), full("plain", 3, "cola", 28.0)]
+    lines = rt.teacher_table(plain).splitlines()
+    assert len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:2] == ["bregman_mu0.3", "cola"]
+    assert cells[2].startswith("Δ +0.0 ± 1.4") and cells[2].endswith("(n=2)")  # student: +1.0, -1.0
+    assert cells[3].startswith("Δ +0.8 ± 1.8") and cells[3].endswith("(n=2)")  # teacher: +2.0, -0.5
+    assert cells[4].startswith("Δ +0.8 ± 0.4") and cells[4].endswith("(n=2)")  # teacher − student: +1.0, +0.5
+
+
+def test_teacher_table_without_teacher_records_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "EXTRA_RESULTS", tmp_path)
+    assert "no records yet" in rt.teacher_table([])
