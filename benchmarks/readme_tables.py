@@ -57,12 +57,16 @@ def load_records(results: Path) -> list[dict]:
     return [json.loads(f.read_text(encoding="utf-8")) for f in sorted(results.glob("*.json"))]
 
 
+def dev_metrics(result: dict, task: str) -> dict[str, float] | None:
+    """The dev metrics of `task` in a results.json-shaped dict, None when it does not hold them all."""
+    dev = result.get("results", {}).get(task, {}).get("dev", {})
+    return dev if all(isinstance(dev.get(m), (int, float)) for m in GLUE_SCORE[task]) else None
+
+
 def task_metrics(rec: dict, task: str, attack: str = "") -> dict[str, float] | None:
     """The dev metrics of `task` in a record (under `attack` when given), None when the record
     does not hold them all."""
-    result = rec.get("robust", {}).get(attack, {}) if attack else rec.get("result", {})
-    dev = result.get("results", {}).get(task, {}).get("dev", {})
-    return dev if all(isinstance(dev.get(m), (int, float)) for m in GLUE_SCORE[task]) else None
+    return dev_metrics(rec.get("robust", {}).get(attack, {}) if attack else rec.get("result", {}), task)
 
 
 def glue_score(rec: dict, task: str, attack: str = "") -> float | None:
@@ -398,8 +402,8 @@ def plain_peaked_table(records: list[dict]) -> str:
 def teacher_score(rec: dict, task: str) -> float | None:
     """The GLUE score of the EMA teacher saved beside the student's best checkpoint (results.json's
     "teacher", written by --eval_with_teacher), None when the record has none."""
-    dev = ((rec.get("result", {}).get("teacher") or {}).get("results") or {}).get(task, {}).get("dev", {})
-    return statistics.fmean(dev[m] for m in GLUE_SCORE[task]) if all(m in dev for m in GLUE_SCORE[task]) else None
+    dev = dev_metrics(rec.get("result", {}).get("teacher") or {}, task)
+    return None if dev is None else statistics.fmean(dev[m] for m in GLUE_SCORE[task])
 
 
 def teacher_table(records: list[dict]) -> str:
