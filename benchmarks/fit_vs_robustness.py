@@ -28,14 +28,9 @@ import time
 from pathlib import Path
 
 from glue_full import REPO, code_version, jobs, prepare_data, robust_scores, train_command, write_record
-from readme_tables import GLUE_SCORE
+from readme_tables import metrics_glue_score
 
 TAG_DIR = REPO / "benchmarks" / "results" / "fit_vs_robustness"
-
-
-def glue_score(task: str, metrics: dict[str, float]) -> float:
-    """The task's GLUE score from its dev metrics (MRPC: mean of accuracy and F1, ...)."""
-    return statistics.fmean(metrics[m] for m in GLUE_SCORE[task])
 
 
 def epoch_points(task: str, rows: list[dict], scored: dict[int, dict]) -> list[dict]:
@@ -85,7 +80,7 @@ def table(record: dict) -> str:
     lines = [f"{record['id']}", "| epoch | train loss | clean | " + " | ".join(attacks) + " |"]
     lines.append("|---|---|---|" + "---|" * len(attacks))
     for e in record["epochs"]:
-        scores = [glue_score(task, e["clean"])] + [glue_score(task, e["robust"][a]) for a in attacks]
+        scores = [metrics_glue_score(task, e["clean"])] + [metrics_glue_score(task, e["robust"][a]) for a in attacks]
         lines.append(f"| {e['epoch']} | {e['train_loss']:.3f} | " + " | ".join(f"{s:.1f}" for s in scores) + " |")
     return "\n".join(lines)
 

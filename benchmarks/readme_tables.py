@@ -69,9 +69,14 @@ def task_metrics(rec: dict, task: str, attack: str = "") -> dict[str, float] | N
     return dev_metrics(rec.get("robust", {}).get(attack, {}) if attack else rec.get("result", {}), task)
 
 
+def metrics_glue_score(task: str, metrics: dict[str, float]) -> float:
+    """The task's GLUE score from its dev metrics (MRPC: mean of accuracy and F1, ...)."""
+    return statistics.fmean(metrics[m] for m in GLUE_SCORE[task])
+
+
 def glue_score(rec: dict, task: str, attack: str = "") -> float | None:
     dev = task_metrics(rec, task, attack)
-    return None if dev is None else statistics.fmean(dev[m] for m in GLUE_SCORE[task])
+    return None if dev is None else metrics_glue_score(task, dev)
 
 
 def scores(records: list[dict], attack: str = "") -> Scores:
@@ -403,7 +408,7 @@ def teacher_score(rec: dict, task: str) -> float | None:
     """The GLUE score of the EMA teacher saved beside the student's best checkpoint (results.json's
     "teacher", written by --eval_with_teacher), None when the record has none."""
     dev = dev_metrics(rec.get("result", {}).get("teacher") or {}, task)
-    return None if dev is None else statistics.fmean(dev[m] for m in GLUE_SCORE[task])
+    return None if dev is None else metrics_glue_score(task, dev)
 
 
 def teacher_table(records: list[dict]) -> str:
