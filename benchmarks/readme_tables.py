@@ -21,6 +21,9 @@ Each `<!-- table:NAME -->` ... `<!-- /table:NAME -->` block is replaced by its t
                            teacher       runs with --eval_with_teacher (results/glue_full_extra/): per config
                                          and task, the EMA teacher at the student's best step against the
                                          student and against plain (the protocol's record, same seed)
+                           long-runs     runs longer than 3 epochs (results/glue_full_extra/, --extra=--epochs=N):
+                                         the dev score after each epoch, the best, and the best against plain's
+                                         run of the same task, seed and length
 
 A task's robust score is its GLUE score computed from the dev metrics under the attack.
 
@@ -436,6 +439,55 @@ def teacher_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_epochs(rec: dict) -> int | None:
+    """The epoch count an off-protocol record trained for (`--epochs=N` in its `extra`), None without one."""
+    for flag in rec.get("extra", []):
+        name, _, value = flag.partition("=")
+        if name == "--epochs" and value.isdigit():
+            return int(value)
+    return None
+
+
+def epoch_scores(rec: dict, task: str) -> list[float]:
+    """The task's dev GLUE score after each epoch, from the record's history (its "eval" rows)."""
+    prefix = f"dev/{task}/dev/"
+    out = []
+    for row in rec.get("history", []):
+        metrics = {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+        if row.get("kind") == "eval" and all(m in metrics for m in GLUE_SCORE[task]):
+            out.append(metrics_glue_score(task, metrics))
+    return out
+
+
+def long_runs_table(records: list[dict]) -> str:
+    """Single-task runs longer than the protocol's 3 epochs (EXTRA_RESULTS, `--extra=--epochs=N`): per
+    task, seed and config, the dev GLUE score after each epoch, the best epoch, and the best score
+    against plain's run of the same task, seed and length: does a method help once plain has peaked?"""
+    runs = [r for r in load_records(EXTRA_RESULTS) if r["mode"] == "single" and (run_epochs(r) or 3) > 3]
+    plain = {(r["tasks"][0], r["seed"], run_epochs(r)): r for r in runs if r["config"] == BASE}
+    lines = [
+        "| task | seed | config | epochs | dev score after each epoch | best (epoch) | best − plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(
+        runs, key=lambda r: (TASKS.index(r["tasks"][0]), r["seed"], r["config"] != BASE, r["config"], run_epochs(r))
+    )
+    for rec in order:
+        task, n = rec["tasks"][0], run_epochs(rec)
+        curve = epoch_scores(rec, task)
+        if not curve:
+            continue
+        best = max(curve)  # the first epoch to reach it is the kept checkpoint (a tie keeps the earlier)
+        base = plain.get((task, rec["seed"], n))
+        base_curve = epoch_scores(base, task) if base else []
+        delta = f"{best - max(base_curve):+.1f}" if base_curve and rec["config"] != BASE else EMPTY
+        cells = [task, str(rec["seed"]), rec["config"], str(n), ", ".join(f"{v:.1f}" for v in curve)]
+        lines.append("| " + " | ".join(cells + [f"{best:.1f} ({curve.index(best) + 1})", delta]) + " |")
+    if len(lines) == 2:
+        lines.append("| no records yet |" + f" {EMPTY} |" * 6)
+    return "\n".join(lines)
+
+
 # file -> block name -> table made from the records
 BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
     "README.md": {"headline": headline_table, "robust": robust_summary_table},
@@ -447,6 +499,7 @@ BLOCKS: dict[str, dict[str, Callable[[list[dict]], str]]] = {
         "last-epoch": last_epoch_table,
         "plain-peaked": plain_peaked_table,
         "teacher": teacher_table,
+        "long-runs": long_runs_table,
     },
 }
 

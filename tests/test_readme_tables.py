@@ -298,3 +298,41 @@ def test_teacher_table_pairs_the_ema_teacher_against_its_student_and_plain(tmp_p
 def test_teacher_table_without_teacher_records_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(rt, "EXTRA_RESULTS", tmp_path)
     assert "no records yet" in rt.teacher_table([])
+
+
+def test_long_runs_table_reads_each_epochs_dev_score_and_pairs_the_best_with_plains_run(tmp_path, monkeypatch):
+    def long_run(config: str, seed: int, curve: list[float], epochs: int = 10) -> dict:
+        rec = full(config, seed, "mrpc", max(curve))
+        rec |= {"id": f"single-mrpc-{config}-s{seed}_full_epochs{epochs}", "extra": [f"--epochs={epochs}"]}
+        # MRPC's GLUE score is the mean of accuracy and F1: each eval row holds score - 1 and score + 1
+        rec["history"] = [{"step": 1, "kind": "train", "train/mrpc/loss": 0.5}]
+        rec["history"] += [
+            {"step": 10 * i, "kind": "eval", "dev/mrpc/dev/accuracy": v - 1.0, "dev/mrpc/dev/f1": v + 1.0}
+            for i, v in enumerate(curve, start=1)
+        ]
+        return rec
+
+    extra = [long_run("plain", 1, [70.0, 80.0, 79.0]), long_run("smart", 1, [72.0, 81.5, 81.5])]
+    extra += [long_run("smart", 2, [75.0, 76.0])]  # no plain run of seed 2: no difference
+    extra += [long_run("plain", 1, [90.0], epochs=5)]  # another length: not smart's partner
+    extra += [full("plain", 3, "mrpc", 60.0) | {"extra": ["--learning_rate=1e-4"]}]  # 3 epochs: left out
+    for rec in extra:
+        (tmp_path / f"{rec['id']}.json").write_text(json.dumps(rec))
+    monkeypatch.setattr(rt, "EXTRA_RESULTS", tmp_path)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rt.long_runs_table([]).splitlines()[2:]]
+    assert [c[:4] for c in cells] == [
+        ["mrpc", "1", "plain", "5"],
+        ["mrpc", "1", "plain", "10"],
+        ["mrpc", "1", "smart", "10"],
+        ["mrpc", "2", "smart", "10"],
+    ]
+    by_key = {(c[1], c[2], c[3]): c[4:] for c in cells}
+    assert by_key[("1", "plain", "10")] == ["70.0, 80.0, 79.0", "80.0 (2)", "—"]
+    assert by_key[("1", "smart", "10")] == ["72.0, 81.5, 81.5", "81.5 (2)", "+1.5"]  # a tie keeps the earlier epoch
+    assert by_key[("2", "smart", "10")] == ["75.0, 76.0", "76.0 (2)", "—"]
+    assert by_key[("1", "plain", "5")] == ["90.0", "90.0 (1)", "—"]
+
+
+def test_long_runs_table_without_records_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "EXTRA_RESULTS", tmp_path)
+    assert "no records yet" in rt.long_runs_table([])
