@@ -29,6 +29,7 @@ import time
 
 import transformers
 from hf_reference import hf_args, hf_tokenize, hf_trainer
+from readme_tables import eval_metrics
 from transformers import AutoTokenizer
 
 from mtadv.build import build_trainer
@@ -81,7 +82,7 @@ def run_mtadv(args: argparse.Namespace, task: str, seed: int, out_dir: str) -> d
     payload = build_trainer(cfg).train()
     with open(os.path.join(out_dir, "history.jsonl")) as f:
         evals = [row for row in map(json.loads, f) if row["kind"] == "eval"]
-    per_epoch = [{k.split("/")[-1]: v for k, v in row.items() if k.startswith(f"dev/{task}/dev/")} for row in evals]
+    per_epoch = [eval_metrics(row, task) for row in evals]
     return {"final": payload["final"][task]["dev"], "per_epoch": per_epoch, "train_seconds": payload["run"]["seconds"]}
 
 

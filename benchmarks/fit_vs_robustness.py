@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from glue_full import REPO, code_version, jobs, prepare_data, robust_scores, train_command, write_record
-from readme_tables import metrics_glue_score
+from readme_tables import eval_metrics, metrics_glue_score
 
 TAG_DIR = REPO / "benchmarks" / "results" / "fit_vs_robustness"
 
@@ -41,8 +41,7 @@ def epoch_points(task: str, rows: list[dict], scored: dict[int, dict]) -> list[d
     points, previous = [], 0
     for epoch, step in enumerate(sorted(scored), start=1):
         losses = [r[f"train/{task}/loss"] for r in train if previous < r["step"] <= step]
-        prefix = f"dev/{task}/dev/"
-        clean = {k[len(prefix) :]: v for k, v in evals[step].items() if k.startswith(prefix)}
+        clean = eval_metrics(evals[step], task)
         robust = {a: r["results"][task]["dev"] for a, r in scored[step].items()}
         points.append({"step": step, "epoch": epoch, "train_loss": statistics.fmean(losses) if losses else None,
                        "clean": clean, "robust": robust})  # fmt: skip

@@ -448,15 +448,16 @@ def run_epochs(rec: dict) -> int | None:
     return None
 
 
+def eval_metrics(row: dict, task: str) -> dict[str, float]:
+    """The task's dev metrics in one history.jsonl row ("dev/<task>/dev/<metric>" -> metric name)."""
+    prefix = f"dev/{task}/dev/"
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
 def epoch_scores(rec: dict, task: str) -> list[float]:
     """The task's dev GLUE score after each epoch, from the record's history (its "eval" rows)."""
-    prefix = f"dev/{task}/dev/"
-    out = []
-    for row in rec.get("history", []):
-        metrics = {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
-        if row.get("kind") == "eval" and all(m in metrics for m in GLUE_SCORE[task]):
-            out.append(metrics_glue_score(task, metrics))
-    return out
+    evals = [eval_metrics(row, task) for row in rec.get("history", []) if row.get("kind") == "eval"]
+    return [metrics_glue_score(task, m) for m in evals if all(name in m for name in GLUE_SCORE[task])]
 
 
 def long_runs_table(records: list[dict]) -> str:
@@ -477,7 +478,7 @@ def long_runs_table(records: list[dict]) -> str:
         curve = epoch_scores(rec, task)
         if not curve:
             continue
-        best = max(curve)  # the first epoch to reach it is the kept checkpoint (a tie keeps the earlier)
+        best = max(curve)  # a tie names the earlier epoch
         base = plain.get((task, rec["seed"], n))
         base_curve = epoch_scores(base, task) if base else []
         delta = f"{best - max(base_curve):+.1f}" if base_curve and rec["config"] != BASE else EMPTY
